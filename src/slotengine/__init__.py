@@ -1,0 +1,1 @@
+"""slotengine: a concurrency-safe slot reservation and queue engine."""

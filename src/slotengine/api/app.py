@@ -1,0 +1,107 @@
+"""The ASGI app: GraphQL (and GraphiQL) at /graphql, /healthz; resources opened in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from slotengine.api.auth import InvalidToken, caller_from_header
+from slotengine.api.context import Context
+from slotengine.api.schema import schema
+from slotengine.config import Settings
+from slotengine.service.engine import Engine, close_engine, open_engine
+from slotengine.store.database import connection
+
+log = logging.getLogger(__name__)
+
+
+class SlotengineGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI view with our context, bearer auth and graphql-transport-ws only."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            schema,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            max_subscriptions_per_connection=20,
+        )
+        self.settings = settings
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        engine: Engine = request.app.state.engine
+        caller = request.scope.get("state", {}).get("caller")
+        return Context(engine=engine, caller=caller)
+
+
+def _unauthenticated(reason: str) -> Response:
+    body = {"errors": [{"message": reason, "extensions": {"code": "UNAUTHENTICATED"}}]}
+    return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+class _AuthenticatedGraphQL:
+    """Reads the bearer token of an HTTP request before GraphQL runs; a bad one is a 401."""
+
+    def __init__(self, graphql: SlotengineGraphQL, secret: str) -> None:
+        self.graphql = graphql
+        self.secret = secret
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                caller = caller_from_header(self.secret, Headers(scope=scope).get("authorization"))
+            except InvalidToken as exc:
+                await _unauthenticated(str(exc))(scope, receive, send)
+                return
+            scope.setdefault("state", {})["caller"] = caller
+        await self.graphql(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The engine's ASGI app; settings must name the database and Redis URLs."""
+    if not settings.database_url or not settings.redis_url:
+        raise ValueError("SLOTENGINE_DATABASE_URL and SLOTENGINE_REDIS_URL must be set")
+    database_url, redis_url = settings.database_url, settings.redis_url
+    graphql = _AuthenticatedGraphQL(SlotengineGraphQL(settings), settings.jwt_secret)
+
+    async def healthz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            await connection().execute_query("SELECT 1")
+            checks["postgres"] = "ok"
+        except Exception as exc:
+            checks["postgres"] = f"down: {type(exc).__name__}"
+        try:
+            await request.app.state.engine.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"down: {type(exc).__name__}"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(checks, status_code=200 if healthy else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.engine = await open_engine(settings, database_url=database_url, redis_url=redis_url)
+        try:
+            yield
+        finally:
+            await close_engine(app.state.engine)
+
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+        ],
+        lifespan=lifespan,
+    )

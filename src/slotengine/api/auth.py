@@ -1,0 +1,49 @@
+"""Bearer JWTs (HS256): `sub` is the holder, `"admin": true` marks an admin."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+
+from slotengine.service.views import Caller
+
+ALGORITHM = "HS256"
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired or names nobody."""
+
+
+def issue_token(secret: str, holder: str, *, admin: bool = False, ttl_seconds: int = 3600) -> str:
+    """A signed token for `holder`, valid for `ttl_seconds`."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": holder, "iat": now, "exp": now + ttl_seconds}
+    if admin:
+        claims["admin"] = True
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def read_token(secret: str, token: str) -> Caller:
+    """The caller a token names, or InvalidToken saying why not."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("the token has expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"the token is not valid: {exc}") from None
+    holder = claims.get("sub")
+    if not isinstance(holder, str) or not holder or len(holder) > 200:
+        raise InvalidToken("the token's subject must be a non-empty string")
+    return Caller(holder=holder, admin=claims.get("admin") is True)
+
+
+def caller_from_header(secret: str, authorization: str | None) -> Caller | None:
+    """The caller of an `Authorization: Bearer …` header; None when there is no header."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("use 'Authorization: Bearer <token>'")
+    return read_token(secret, token.strip())

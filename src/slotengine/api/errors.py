@@ -1,0 +1,91 @@
+"""Typed GraphQL error members, and the one map from domain exceptions to them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+
+from slotengine.domain import errors as domain
+from slotengine.domain.states import BookingState
+
+
+@strawberry.interface(description="Every refusal carries a message meant for people.")
+class Error:
+    message: str
+
+
+@strawberry.type
+class ValidationError(Error):
+    field: str
+
+
+@strawberry.type
+class NotAuthorized(Error):
+    pass
+
+
+@strawberry.type
+class SlotNotFound(Error):
+    slot_id: strawberry.ID
+
+
+@strawberry.type
+class SlotClosed(Error):
+    slot_id: strawberry.ID
+
+
+@strawberry.type
+class BookingNotFound(Error):
+    booking_id: strawberry.ID
+
+
+@strawberry.type
+class NotHolder(Error):
+    booking_id: strawberry.ID
+
+
+@strawberry.type
+class HoldExpired(Error):
+    booking_id: strawberry.ID
+    expired_at: datetime | None
+
+
+@strawberry.type
+class InvalidTransition(Error):
+    from_state: BookingState | None
+    event: str
+
+
+@strawberry.type
+class IdempotencyKeyReused(Error):
+    idempotency_key: str
+
+
+def error_member(exc: domain.DomainError) -> Any:
+    """The GraphQL member that tells the client what `exc` means."""
+    match exc:
+        case domain.ValidationError():
+            return ValidationError(message=exc.message, field=exc.field)
+        case domain.NotAuthorized():
+            return NotAuthorized(message=exc.message)
+        case domain.SlotNotFound():
+            return SlotNotFound(message=exc.message, slot_id=strawberry.ID(exc.slot_id))
+        case domain.SlotClosed():
+            return SlotClosed(message=exc.message, slot_id=strawberry.ID(exc.slot_id))
+        case domain.BookingNotFound():
+            return BookingNotFound(message=exc.message, booking_id=strawberry.ID(exc.booking_id))
+        case domain.NotHolder():
+            return NotHolder(message=exc.message, booking_id=strawberry.ID(exc.booking_id))
+        case domain.HoldExpired():
+            return HoldExpired(
+                message=exc.message,
+                booking_id=strawberry.ID(exc.booking_id),
+                expired_at=exc.expired_at,
+            )
+        case domain.InvalidTransition():
+            return InvalidTransition(message=exc.message, from_state=exc.from_state, event=exc.event)
+        case domain.IdempotencyKeyReused():
+            return IdempotencyKeyReused(message=exc.message, idempotency_key=exc.key)
+    raise TypeError(f"no GraphQL member for {exc!r}")  # pragma: no cover

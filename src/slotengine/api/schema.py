@@ -1,0 +1,190 @@
+"""The GraphQL schema: thin resolvers, each one service call mapped to a result union."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import strawberry
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+
+from slotengine.api.context import Info
+from slotengine.api.errors import (
+    BookingNotFound,
+    HoldExpired,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    NotAuthorized,
+    NotHolder,
+    SlotClosed,
+    SlotNotFound,
+    ValidationError,
+    error_member,
+)
+from slotengine.api.types import Booking, CreateSlotInput, QueuePosition, Slot
+from slotengine.domain.errors import DomainError
+from slotengine.domain.policy import SlotSpec
+from slotengine.service import queries, reservations
+
+T = TypeVar("T")
+
+CreateSlotResult = Annotated[Slot | ValidationError | NotAuthorized, strawberry.union("CreateSlotResult")]
+ReserveSlotResult = Annotated[
+    Booking | SlotNotFound | SlotClosed | IdempotencyKeyReused | ValidationError | NotAuthorized,
+    strawberry.union("ReserveSlotResult"),
+]
+ConfirmBookingResult = Annotated[
+    Booking | BookingNotFound | NotHolder | HoldExpired | InvalidTransition | NotAuthorized,
+    strawberry.union("ConfirmBookingResult"),
+]
+CancelBookingResult = Annotated[
+    Booking | BookingNotFound | NotHolder | InvalidTransition | ValidationError | NotAuthorized,
+    strawberry.union("CancelBookingResult"),
+]
+CompleteBookingResult = Annotated[
+    Booking | BookingNotFound | NotAuthorized | InvalidTransition,
+    strawberry.union("CompleteBookingResult"),
+]
+
+MAX_PAGE = 200
+
+
+async def _answer(call: Callable[[], Awaitable[T]], present: Callable[[T], Any]) -> Any:
+    """Run one service call; a domain refusal becomes its typed union member."""
+    try:
+        return present(await call())
+    except DomainError as refusal:
+        return error_member(refusal)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A slot with its live counts; null when there is no such slot.")
+    async def slot(self, info: Info, id: strawberry.ID) -> Slot | None:
+        view = await queries.get_slot(info.context.engine, str(id))
+        return Slot.of(view) if view else None
+
+    @strawberry.field(description="Slots in start order, filtered by resource and start time.")
+    async def slots(
+        self,
+        info: Info,
+        resource: str | None = None,
+        starts_after: datetime | None = None,
+        starts_before: datetime | None = None,
+        only_available: bool = False,
+        first: int = 50,
+    ) -> list[Slot]:
+        views = await queries.list_slots(
+            info.context.engine,
+            resource,
+            starts_after,
+            starts_before,
+            only_available,
+            max(1, min(first, MAX_PAGE)),
+        )
+        return [Slot.of(v) for v in views]
+
+    @strawberry.field(description="A booking of yours (any booking, for an admin).")
+    async def booking(self, info: Info, id: strawberry.ID) -> Booking | None:
+        caller = info.context.caller
+        if caller is None:
+            return None
+        view = await queries.get_booking(info.context.engine, caller, str(id))
+        return Booking.of(view) if view else None
+
+    @strawberry.field(description="Your bookings, newest first.")
+    async def my_bookings(self, info: Info, first: int = 50) -> list[Booking]:
+        caller = info.context.caller
+        if caller is None:
+            return []
+        views = await queries.my_bookings(info.context.engine, caller, max(1, min(first, MAX_PAGE)))
+        return [Booking.of(v) for v in views]
+
+    @strawberry.field(description="Where a booking of yours stands in its slot's queue.")
+    async def queue_position(self, info: Info, booking_id: strawberry.ID) -> QueuePosition | None:
+        caller = info.context.caller
+        if caller is None:
+            return None
+        view = await queries.get_queue_position(info.context.engine, caller, str(booking_id))
+        return QueuePosition.of(view) if view else None
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create a slot (admins only).")
+    async def create_slot(self, info: Info, input: CreateSlotInput) -> CreateSlotResult:
+        spec = SlotSpec(
+            resource=input.resource,
+            starts_at=input.starts_at,
+            ends_at=input.ends_at,
+            capacity=input.capacity,
+            hold_seconds=input.hold_seconds,
+        )
+        ctx = info.context
+        return await _answer(lambda: queries.create_slot(ctx.engine, ctx.require_caller(), spec), Slot.of)
+
+    @strawberry.mutation(
+        description="Hold a unit of the slot (RESERVED) or join its queue (PENDING). "
+        "The same idempotencyKey replays the first answer."
+    )
+    async def reserve_slot(
+        self, info: Info, slot_id: strawberry.ID, idempotency_key: str
+    ) -> ReserveSlotResult:
+        ctx = info.context
+        return await _answer(
+            lambda: reservations.reserve_slot(
+                ctx.engine, ctx.require_caller(), str(slot_id), idempotency_key
+            ),
+            Booking.of,
+        )
+
+    @strawberry.mutation(description="Confirm your live hold.")
+    async def confirm_booking(self, info: Info, booking_id: strawberry.ID) -> ConfirmBookingResult:
+        ctx = info.context
+        return await _answer(
+            lambda: reservations.confirm_booking(ctx.engine, ctx.require_caller(), str(booking_id)),
+            Booking.of,
+        )
+
+    @strawberry.mutation(description="Cancel a booking; a freed unit goes to the head of the queue.")
+    async def cancel_booking(
+        self, info: Info, booking_id: strawberry.ID, reason: str | None = None
+    ) -> CancelBookingResult:
+        ctx = info.context
+        return await _answer(
+            lambda: reservations.cancel_booking(ctx.engine, ctx.require_caller(), str(booking_id), reason),
+            Booking.of,
+        )
+
+    @strawberry.mutation(description="Mark a confirmed booking as served (admins only).")
+    async def complete_booking(self, info: Info, booking_id: strawberry.ID) -> CompleteBookingResult:
+        ctx = info.context
+        return await _answer(
+            lambda: reservations.complete_booking(ctx.engine, ctx.require_caller(), str(booking_id)),
+            Booking.of,
+        )
+
+
+def build_schema() -> strawberry.Schema:
+    """The schema with parse and validation caches and the query-shape limits on."""
+    # Strawberry accepts extension instances, though its annotation names only classes.
+    extensions: list[Any] = [
+        ParserCache(maxsize=1000),
+        ValidationCache(maxsize=1000),
+        QueryDepthLimiter(max_depth=10),
+        MaxAliasesLimiter(max_alias_count=30),
+        MaxTokensLimiter(max_token_count=2000),
+        MaskErrors(),
+    ]
+    return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
+
+
+schema = build_schema()

@@ -1,0 +1,124 @@
+"""GraphQL object types, as DESIGN §10 names them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from slotengine.domain.states import BookingState
+from slotengine.service import queries
+from slotengine.service.views import BookingView, QueuePositionView, SlotView, TransitionView
+
+strawberry.enum(BookingState, name="BookingState")
+
+
+@strawberry.type
+class Slot:
+    id: strawberry.ID
+    resource: str
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+    hold_seconds: int
+    available: int
+    held: int
+    confirmed: int
+    queue_length: int
+    closed: bool
+
+    @classmethod
+    def of(cls, view: SlotView) -> Slot:
+        return cls(
+            id=strawberry.ID(view.id),
+            resource=view.resource,
+            starts_at=view.starts_at,
+            ends_at=view.ends_at,
+            capacity=view.capacity,
+            hold_seconds=view.hold_seconds,
+            available=view.available,
+            held=view.held,
+            confirmed=view.confirmed,
+            queue_length=view.queue_length,
+            closed=view.closed,
+        )
+
+
+@strawberry.type
+class Transition:
+    from_state: BookingState | None
+    to_state: BookingState
+    event: str
+    actor: str
+    reason: str | None
+    at: datetime
+
+    @classmethod
+    def of(cls, view: TransitionView) -> Transition:
+        return cls(
+            from_state=view.from_state,
+            to_state=view.to_state,
+            event=view.event,
+            actor=view.actor,
+            reason=view.reason,
+            at=view.at,
+        )
+
+
+@strawberry.type
+class Booking:
+    id: strawberry.ID
+    slot_id: strawberry.ID
+    holder: str
+    state: BookingState
+    expires_at: datetime | None
+    queue_position: int | None = strawberry.field(
+        description="Place in the slot's queue while PENDING; 1 is next in line."
+    )
+    created_at: datetime
+
+    @strawberry.field(description="Every transition of this booking, oldest first.")
+    async def history(self) -> list[Transition]:
+        return [Transition.of(t) for t in await queries.booking_history(str(self.id))]
+
+    @classmethod
+    def of(cls, view: BookingView) -> Booking:
+        return cls(
+            id=strawberry.ID(view.id),
+            slot_id=strawberry.ID(view.slot_id),
+            holder=view.holder,
+            state=view.state,
+            expires_at=view.expires_at,
+            queue_position=view.queue_position,
+            created_at=view.created_at,
+        )
+
+
+@strawberry.type
+class QueuePosition:
+    booking_id: strawberry.ID
+    state: BookingState
+    position: int | None
+    ahead: int | None
+    estimated_wait_seconds: float | None
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, view: QueuePositionView) -> QueuePosition:
+        return cls(
+            booking_id=strawberry.ID(view.booking_id),
+            state=view.state,
+            position=view.position,
+            ahead=view.ahead,
+            estimated_wait_seconds=view.estimated_wait_seconds,
+            expires_at=view.expires_at,
+        )
+
+
+@strawberry.input
+class CreateSlotInput:
+    resource: str
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int = 1
+    hold_seconds: int = 120

@@ -1,0 +1,94 @@
+"""The `slotengine` command: dev | serve | migrate | schema | token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from slotengine.config import Settings, get_settings
+
+
+def _need_urls(settings: Settings) -> None:
+    if not settings.database_url or not settings.redis_url:
+        sys.exit(
+            "slotengine: set SLOTENGINE_DATABASE_URL and SLOTENGINE_REDIS_URL "
+            "(or use 'slotengine dev', which starts embedded servers)"
+        )
+
+
+def _serve(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from slotengine.api.app import create_app
+
+    _need_urls(settings)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from slotengine.store.database import migrate
+
+    _need_urls(settings)
+    assert settings.database_url is not None
+    applied = asyncio.run(migrate(settings.database_url))
+    print(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
+    return 0
+
+
+def _schema() -> int:
+    from slotengine.api.schema import schema
+
+    print(schema.as_str())
+    return 0
+
+
+def _token(settings: Settings, name: str, admin: bool, ttl: int | None) -> int:
+    from slotengine.api.auth import issue_token
+
+    print(issue_token(settings.jwt_secret, name, admin=admin, ttl_seconds=ttl or settings.token_ttl_seconds))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `slotengine` console script."""
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="slotengine", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="run everything, with embedded servers unless URLs are set")
+    dev.add_argument("--host", default=settings.host)
+    dev.add_argument("--port", type=int, default=settings.port)
+    dev.add_argument("--data-dir", type=Path, default=settings.data_dir)
+
+    serve = commands.add_parser("serve", help="run the API (needs the database and Redis URLs)")
+    serve.add_argument("--host", default=settings.host)
+    serve.add_argument("--port", type=int, default=settings.port)
+
+    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("schema", help="print the GraphQL schema (SDL)")
+
+    token = commands.add_parser("token", help="print a bearer token signed with SLOTENGINE_JWT_SECRET")
+    token.add_argument("name", help="the holder id (the token's sub)")
+    token.add_argument("--admin", action="store_true", help="grant the admin role")
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+
+    args = parser.parse_args(argv)
+    if args.command == "dev":
+        from slotengine.supervisor import run_dev
+
+        settings = settings.model_copy(update={"host": args.host, "port": args.port})
+        return run_dev(settings, args.data_dir)
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
+    if args.command == "migrate":
+        return _migrate(settings)
+    if args.command == "schema":
+        return _schema()
+    return _token(settings, args.name, args.admin, args.ttl)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

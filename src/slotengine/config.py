@@ -1,0 +1,38 @@
+"""One typed settings object, read from SLOTENGINE_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "slotengine-dev-secret-change-me-in-production"
+
+
+class Settings(BaseSettings):
+    """Everything the engine can be told from outside; defaults suit `make run`."""
+
+    model_config = SettingsConfigDict(env_prefix="SLOTENGINE_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset runs an embedded server in data_dir"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset runs an embedded server in data_dir"
+    )
+    redis_prefix: str = Field(default="se:", description="prefix of every Redis key and channel")
+    data_dir: Path = Field(default=Path(".slotengine"), description="embedded servers' files")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    jwt_secret: str = DEV_JWT_SECRET
+    token_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    db_pool_size: int = Field(default=20, gt=0)
+    log_level: str = "info"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

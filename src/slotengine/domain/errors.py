@@ -1,0 +1,76 @@
+"""Domain failures: exceptions inside the engine, typed union members at the GraphQL edge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slotengine.domain.states import BookingState
+
+
+class DomainError(Exception):
+    """A refusal the caller can act on; `message` is safe to show to a user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ValidationError(DomainError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotAuthorized(DomainError):
+    pass
+
+
+class SlotNotFound(DomainError):
+    def __init__(self, slot_id: str) -> None:
+        super().__init__(f"slot {slot_id} does not exist")
+        self.slot_id = slot_id
+
+
+class SlotClosed(DomainError):
+    def __init__(self, slot_id: str, why: str) -> None:
+        super().__init__(f"slot {slot_id} takes no reservations: {why}")
+        self.slot_id = slot_id
+
+
+class BookingNotFound(DomainError):
+    def __init__(self, booking_id: str) -> None:
+        super().__init__(f"booking {booking_id} does not exist")
+        self.booking_id = booking_id
+
+
+class NotHolder(DomainError):
+    def __init__(self, booking_id: str) -> None:
+        super().__init__(f"booking {booking_id} belongs to another holder")
+        self.booking_id = booking_id
+
+
+class HoldExpired(DomainError):
+    def __init__(self, booking_id: str, expired_at: datetime | None) -> None:
+        when = f" at {expired_at.isoformat()}" if expired_at else ""
+        super().__init__(f"the hold on booking {booking_id} expired{when}")
+        self.booking_id = booking_id
+        self.expired_at = expired_at
+
+
+class InvalidTransition(DomainError):
+    def __init__(self, from_state: BookingState | None, event: str) -> None:
+        name = from_state.value if from_state is not None else "a new booking"
+        super().__init__(f"cannot {event} from {name}")
+        self.from_state = from_state
+        self.event = event
+
+
+class IdempotencyKeyReused(DomainError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for another request")
+        self.key = key

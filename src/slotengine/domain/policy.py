@@ -1,0 +1,104 @@
+"""Hold and queue rules: who gets a unit, which units are free, when holds and queues lapse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TypeVar
+
+from slotengine.domain.errors import ValidationError
+
+T = TypeVar("T")
+
+DEFAULT_HOLD_SECONDS = 120
+MAX_HOLD_SECONDS = 24 * 3600
+MAX_CAPACITY = 10_000
+MAX_RESOURCE_LENGTH = 200
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+MAX_REASON_LENGTH = 500
+
+
+class Admission(StrEnum):
+    HOLD = "HOLD"
+    QUEUE = "QUEUE"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSpec:
+    resource: str
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+    hold_seconds: int
+
+
+def validate_slot(spec: SlotSpec) -> None:
+    """Raise ValidationError naming the first field of `spec` a slot cannot have."""
+    if not spec.resource.strip():
+        raise ValidationError("resource", "must not be empty")
+    if len(spec.resource) > MAX_RESOURCE_LENGTH:
+        raise ValidationError("resource", f"must be at most {MAX_RESOURCE_LENGTH} characters")
+    if spec.starts_at.tzinfo is None or spec.ends_at.tzinfo is None:
+        raise ValidationError("startsAt", "timestamps need a time zone offset")
+    if spec.ends_at <= spec.starts_at:
+        raise ValidationError("endsAt", "must be after startsAt")
+    if not 1 <= spec.capacity <= MAX_CAPACITY:
+        raise ValidationError("capacity", f"must be between 1 and {MAX_CAPACITY}")
+    if not 1 <= spec.hold_seconds <= MAX_HOLD_SECONDS:
+        raise ValidationError("holdSeconds", f"must be between 1 and {MAX_HOLD_SECONDS}")
+
+
+def validate_idempotency_key(key: str) -> None:
+    """Raise ValidationError unless `key` is a usable idempotency key."""
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValidationError("idempotencyKey", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+
+
+def validate_reason(reason: str | None) -> None:
+    """Raise ValidationError when a cancellation reason is too long to keep."""
+    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+        raise ValidationError("reason", f"must be at most {MAX_REASON_LENGTH} characters")
+
+
+def admit(capacity: int, occupied: int, waiting: int) -> Admission:
+    """A newcomer holds only when a unit is free and nobody waits: FIFO beats speed."""
+    if occupied < capacity and waiting == 0:
+        return Admission.HOLD
+    return Admission.QUEUE
+
+
+def free_units(capacity: int, taken: Iterable[int]) -> list[int]:
+    """The unit numbers (1..capacity) not taken, lowest first."""
+    used = set(taken)
+    return [unit for unit in range(1, capacity + 1) if unit not in used]
+
+
+def hold_expiry(now: datetime, hold_seconds: int) -> datetime:
+    """When a hold given at `now` dies."""
+    return now + timedelta(seconds=hold_seconds)
+
+
+def hold_is_live(expires_at: datetime | None, now: datetime) -> bool:
+    """A hold is alive strictly before its expiry instant."""
+    return expires_at is not None and now < expires_at
+
+
+def queue_has_lapsed(starts_at: datetime, now: datetime) -> bool:
+    """Waiting for a slot that has already started is pointless: the queue lapses."""
+    return now >= starts_at
+
+
+def accepts_reservations(closed: bool, starts_at: datetime, now: datetime) -> str | None:
+    """Why a slot refuses new reservations, or None when it accepts them."""
+    if closed:
+        return "it is closed"
+    if now >= starts_at:
+        return "it has already started"
+    return None
+
+
+def promotions(free: Sequence[int], queue_heads: Sequence[T]) -> list[tuple[T, int]]:
+    """Pair the heads of the queue, in order, with the free units, lowest first."""
+    return list(zip(queue_heads, free, strict=False))

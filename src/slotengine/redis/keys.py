@@ -1,0 +1,29 @@
+"""Every Redis key and channel name, built in one place.
+
+All keys of one slot carry the hash tag {slot:<id>}, so each script touches one cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SlotKeys:
+    meta: str  # hash: capacity, confirmed, closed
+    holds: str  # sorted set: booking id -> hold expiry (epoch ms, PostgreSQL's clock)
+    queue: str  # sorted set: booking id -> arrival sequence
+
+    def all(self) -> list[str]:
+        return [self.meta, self.holds, self.queue]
+
+
+def slot_keys(prefix: str, slot_id: str) -> SlotKeys:
+    """The keys that mirror one slot's state."""
+    tag = f"{prefix}{{slot:{slot_id}}}"
+    return SlotKeys(meta=f"{tag}:meta", holds=f"{tag}:holds", queue=f"{tag}:queue")
+
+
+def slot_channel(prefix: str, slot_id: str) -> str:
+    """The pub/sub channel on which a slot's changes are announced after commit."""
+    return f"{prefix}{{slot:{slot_id}}}:events"

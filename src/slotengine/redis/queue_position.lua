@@ -1,0 +1,15 @@
+-- Where a booking stands in its slot's queue.
+--
+-- KEYS[1] meta, KEYS[3] queue (see reserve.lua; KEYS[2] is passed for the hash tag's sake)
+-- ARGV[1] booking id
+--
+-- Returns {"MISSING"} when the slot is not mirrored, else {position} with 1 = next in line,
+-- or {0} when the booking is not waiting.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return {'MISSING'}
+end
+local rank = redis.call('ZRANK', KEYS[3], ARGV[1])
+if not rank then
+    return {0}
+end
+return {rank + 1}

@@ -1,0 +1,1 @@
+"""PostgreSQL, the system of record: Tortoise models, migrations and the queries that guard invariants."""

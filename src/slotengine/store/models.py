@@ -1,0 +1,54 @@
+"""Tortoise models mapping the tables that migrations/*.sql create."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Slot(Model):
+    id = fields.UUIDField(primary_key=True)
+    resource = fields.TextField()
+    starts_at = fields.DatetimeField()
+    ends_at = fields.DatetimeField()
+    capacity = fields.IntField()
+    hold_seconds = fields.IntField()
+    closed = fields.BooleanField(default=False)
+    fence = fields.BigIntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "slots"
+
+
+class Booking(Model):
+    id = fields.UUIDField(primary_key=True)
+    slot_id = fields.UUIDField()
+    holder = fields.TextField()
+    state = fields.CharField(max_length=16)
+    unit = fields.IntField(null=True)
+    fence = fields.BigIntField(null=True)
+    queue_seq = fields.BigIntField(generated=True)
+    expires_at = fields.DatetimeField(null=True)
+    idempotency_key = fields.TextField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "bookings"
+
+
+class Transition(Model):
+    id = fields.BigIntField(primary_key=True)
+    booking_id = fields.UUIDField()
+    from_state = fields.CharField(max_length=16, null=True)
+    to_state = fields.CharField(max_length=16)
+    event = fields.CharField(max_length=32)
+    actor = fields.TextField()
+    reason = fields.TextField(null=True)
+    fence = fields.BigIntField(null=True)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "transitions"
+        ordering = ("id",)
