@@ -13,6 +13,7 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
+    SchemaExtension,
     ValidationCache,
 )
 
@@ -175,14 +176,15 @@ class Mutation:
 
 def build_schema() -> strawberry.Schema:
     """The schema with parse and validation caches and the query-shape limits on."""
-    # Strawberry accepts extension instances, though its annotation names only classes.
-    extensions: list[Any] = [
-        ParserCache(maxsize=1000),
-        ValidationCache(maxsize=1000),
-        QueryDepthLimiter(max_depth=10),
-        MaxAliasesLimiter(max_alias_count=30),
-        MaxTokensLimiter(max_token_count=2000),
-        MaskErrors(),
+    # Factories: each request gets fresh extension state; the parse and validation caches
+    # live at module level in Strawberry, shared by all requests.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: ParserCache(maxsize=1000),
+        lambda: ValidationCache(maxsize=1000),
+        lambda: QueryDepthLimiter(max_depth=10),
+        lambda: MaxAliasesLimiter(max_alias_count=30),
+        lambda: MaxTokensLimiter(max_token_count=2000),
+        MaskErrors,
     ]
     return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
 

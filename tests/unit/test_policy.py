@@ -1,0 +1,106 @@
+"""Hold and queue policy: admission, units, expiry and slot validation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from slotengine.domain import policy
+from slotengine.domain.errors import ValidationError
+
+NOW = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+
+
+def spec(**overrides: object) -> policy.SlotSpec:
+    values: dict[str, object] = {
+        "resource": "dr-lee",
+        "starts_at": NOW,
+        "ends_at": NOW + timedelta(minutes=30),
+        "capacity": 1,
+        "hold_seconds": 120,
+    }
+    values.update(overrides)
+    return policy.SlotSpec(**values)  # type: ignore[arg-type]
+
+
+@given(
+    capacity=st.integers(1, 50), occupied=st.integers(0, 50), waiting=st.integers(0, 50)
+)
+def test_a_newcomer_holds_only_when_a_unit_is_free_and_nobody_waits(
+    capacity: int, occupied: int, waiting: int
+) -> None:
+    admission = policy.admit(capacity, occupied, waiting)
+    if occupied < capacity and waiting == 0:
+        assert admission is policy.Admission.HOLD
+    else:
+        assert admission is policy.Admission.QUEUE
+
+
+@given(capacity=st.integers(1, 40), data=st.data())
+def test_free_units_are_exactly_the_untaken_ones_lowest_first(
+    capacity: int, data: st.DataObject
+) -> None:
+    taken = data.draw(st.sets(st.integers(1, capacity)))
+    free = policy.free_units(capacity, taken)
+    assert free == sorted(set(range(1, capacity + 1)) - taken)
+
+
+@given(st.lists(st.integers(1, 9), max_size=9, unique=True), st.lists(st.text(), max_size=12))
+def test_promotions_pair_queue_heads_in_order_with_free_units(
+    free: list[int], heads: list[str]
+) -> None:
+    pairs = policy.promotions(sorted(free), heads)
+    assert len(pairs) == min(len(free), len(heads))
+    assert [h for h, _ in pairs] == heads[: len(pairs)]
+
+
+def test_a_hold_is_alive_strictly_before_its_expiry() -> None:
+    expires = policy.hold_expiry(NOW, 120)
+    assert expires == NOW + timedelta(seconds=120)
+    assert policy.hold_is_live(expires, NOW + timedelta(seconds=119))
+    assert not policy.hold_is_live(expires, expires)
+    assert not policy.hold_is_live(None, NOW)
+
+
+def test_the_queue_lapses_when_the_slot_starts() -> None:
+    assert not policy.queue_has_lapsed(NOW, NOW - timedelta(microseconds=1))
+    assert policy.queue_has_lapsed(NOW, NOW)
+
+
+def test_closed_or_started_slots_refuse_reservations() -> None:
+    assert policy.accepts_reservations(False, NOW, NOW - timedelta(seconds=1)) is None
+    assert policy.accepts_reservations(True, NOW, NOW - timedelta(seconds=1)) == "it is closed"
+    assert policy.accepts_reservations(False, NOW, NOW) == "it has already started"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"resource": " "}, "resource"),
+        ({"resource": "x" * 201}, "resource"),
+        ({"ends_at": NOW}, "endsAt"),
+        ({"ends_at": NOW - timedelta(minutes=1)}, "endsAt"),
+        ({"capacity": 0}, "capacity"),
+        ({"capacity": -3}, "capacity"),
+        ({"hold_seconds": 0}, "holdSeconds"),
+        ({"hold_seconds": 86_401}, "holdSeconds"),
+        ({"starts_at": datetime(2030, 1, 1, 9, 0)}, "startsAt"),
+    ],
+)
+def test_slot_validation_names_the_bad_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        policy.validate_slot(spec(**overrides))
+    assert refused.value.field == field
+
+
+def test_a_well_formed_slot_passes() -> None:
+    policy.validate_slot(spec(capacity=3, hold_seconds=86_400))
+
+
+@pytest.mark.parametrize("key", ["", "k" * 201])
+def test_idempotency_keys_must_be_1_to_200_characters(key: str) -> None:
+    with pytest.raises(ValidationError):
+        policy.validate_idempotency_key(key)
