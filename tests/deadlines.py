@@ -14,15 +14,15 @@ async def eventually(
     probe: Callable[[], Awaitable[T]],
     until: Callable[[T], bool],
     *,
-    timeout: float = 10.0,
+    within: float = 10.0,
     interval: float = 0.02,
 ) -> T:
     """Call `probe` until `until(result)` holds; fail with the last result at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = await probe()
         if until(result):
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {result!r}")
+            raise AssertionError(f"condition not met within {within}s; last value: {result!r}")
         await asyncio.sleep(interval)

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".slotengine"), description="embedded servers' files")
     host: str = "127.0.0.1"
     port: int = 8000
-    jwt_secret: str = DEV_JWT_SECRET
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32, description="HS256 key, 32+ bytes")
     token_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     db_pool_size: int = Field(default=20, gt=0)
     log_level: str = "info"

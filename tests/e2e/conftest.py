@@ -81,7 +81,8 @@ class GraphQL:
 
     async def reserve(self, holder_token: str, slot_id: str, key: str) -> dict[str, Any]:
         data = await self.run(
-            f"mutation($s: ID!, $k: String!) {{ reserveSlot(slotId: $s, idempotencyKey: $k) {{ {BOOKING_FIELDS} }} }}",
+            f"""mutation($s: ID!, $k: String!) {{
+                  reserveSlot(slotId: $s, idempotencyKey: $k) {{ {BOOKING_FIELDS} }} }}""",
             {"s": slot_id, "k": key},
             as_=holder_token,
         )
@@ -99,9 +100,7 @@ class GraphQL:
         result: dict[str, Any] = data["confirmBooking"]
         return result
 
-    async def cancel(
-        self, holder_token: str, booking_id: str, reason: str | None = None
-    ) -> dict[str, Any]:
+    async def cancel(self, holder_token: str, booking_id: str, reason: str | None = None) -> dict[str, Any]:
         data = await self.run(
             f"""mutation($b: ID!, $r: String) {{ cancelBooking(bookingId: $b, reason: $r) {{
                   {BOOKING_FIELDS} ... on InvalidTransition {{ fromState event }} }} }}""",

@@ -18,9 +18,7 @@ ROUNDS = 10
 
 async def race(gql: GraphQL, slot_id: str, holders: int, tag: str) -> list[dict[str, Any]]:
     tokens = [token(f"{tag}-holder-{i}") for i in range(holders)]
-    return list(
-        await asyncio.gather(*(gql.reserve(t, slot_id, f"key-{i}") for i, t in enumerate(tokens)))
-    )
+    return list(await asyncio.gather(*(gql.reserve(t, slot_id, f"key-{i}") for i, t in enumerate(tokens))))
 
 
 async def occupied_in_database(slot_id: str) -> tuple[int, int]:
@@ -44,9 +42,7 @@ def assert_fair_outcome(answers: list[dict[str, Any]], capacity: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("capacity", [1, 3])
-async def test_200_holders_racing_for_a_slot_get_exactly_its_capacity(
-    gql: GraphQL, capacity: int
-) -> None:
+async def test_200_holders_racing_for_a_slot_get_exactly_its_capacity(gql: GraphQL, capacity: int) -> None:
     over_booked = 0
     for round_no in range(ROUNDS):
         slot_id = await gql.create_slot(capacity=capacity)

@@ -26,9 +26,7 @@ def spec(**overrides: object) -> policy.SlotSpec:
     return policy.SlotSpec(**values)  # type: ignore[arg-type]
 
 
-@given(
-    capacity=st.integers(1, 50), occupied=st.integers(0, 50), waiting=st.integers(0, 50)
-)
+@given(capacity=st.integers(1, 50), occupied=st.integers(0, 50), waiting=st.integers(0, 50))
 def test_a_newcomer_holds_only_when_a_unit_is_free_and_nobody_waits(
     capacity: int, occupied: int, waiting: int
 ) -> None:
@@ -40,18 +38,14 @@ def test_a_newcomer_holds_only_when_a_unit_is_free_and_nobody_waits(
 
 
 @given(capacity=st.integers(1, 40), data=st.data())
-def test_free_units_are_exactly_the_untaken_ones_lowest_first(
-    capacity: int, data: st.DataObject
-) -> None:
+def test_free_units_are_exactly_the_untaken_ones_lowest_first(capacity: int, data: st.DataObject) -> None:
     taken = data.draw(st.sets(st.integers(1, capacity)))
     free = policy.free_units(capacity, taken)
     assert free == sorted(set(range(1, capacity + 1)) - taken)
 
 
 @given(st.lists(st.integers(1, 9), max_size=9, unique=True), st.lists(st.text(), max_size=12))
-def test_promotions_pair_queue_heads_in_order_with_free_units(
-    free: list[int], heads: list[str]
-) -> None:
+def test_promotions_pair_queue_heads_in_order_with_free_units(free: list[int], heads: list[str]) -> None:
     pairs = policy.promotions(sorted(free), heads)
     assert len(pairs) == min(len(free), len(heads))
     assert [h for h, _ in pairs] == heads[: len(pairs)]

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     MaskErrors,
     MaxAliasesLimiter,
@@ -174,6 +175,12 @@ class Mutation:
         )
 
 
+def _is_internal(error: GraphQLError) -> bool:
+    """Hide what went wrong inside the engine; keep what the client sent wrong (bad input)."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
 def build_schema() -> strawberry.Schema:
     """The schema with parse and validation caches and the query-shape limits on."""
     # Factories: each request gets fresh extension state; the parse and validation caches
@@ -184,7 +191,7 @@ def build_schema() -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=10),
         lambda: MaxAliasesLimiter(max_alias_count=30),
         lambda: MaxTokensLimiter(max_token_count=2000),
-        MaskErrors,
+        lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal error."),
     ]
     return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
 

@@ -94,8 +94,7 @@ async def _reserve(engine: Engine, caller: Caller, slot_id: UUID, key: str) -> B
             outcome = await _admit(tx, caller, key)
         if isinstance(outcome, dict):
             await tx.conn.execute_query(
-                "INSERT INTO idempotency_keys (holder, key, slot_id, booking_id)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                "INSERT INTO idempotency_keys (holder, key, slot_id, booking_id) VALUES ($1, $2, $3, $4)",
                 [caller.holder, key, slot_id, outcome["id"]],
             )
             position = None

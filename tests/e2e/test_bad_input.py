@@ -1,0 +1,156 @@
+"""Done-when 8: bad input gets a typed error or a clear 401, never a 500 or a stack trace."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.conftest import TEST_JWT_SECRET
+from tests.e2e.conftest import ADMIN, BOOKING_FIELDS, GraphQL, token
+
+CREATE = """mutation($input: CreateSlotInput!) { createSlot(input: $input) {
+  __typename ... on Error { message } ... on ValidationError { field } } }"""
+RESERVE = f"""mutation($s: ID!, $k: String!) {{ reserveSlot(slotId: $s, idempotencyKey: $k) {{
+  {BOOKING_FIELDS} ... on ValidationError {{ field }} ... on SlotNotFound {{ slotId }} }} }}"""
+
+
+def slot_input(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "resource": "room-1",
+        "startsAt": "2031-03-01T10:00:00+00:00",
+        "endsAt": "2031-03-01T11:00:00+00:00",
+        "capacity": 1,
+        "holdSeconds": 120,
+    }
+    values.update(overrides)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"capacity": 0}, "capacity"),
+        ({"capacity": -1}, "capacity"),
+        ({"holdSeconds": 0}, "holdSeconds"),
+        ({"holdSeconds": 86_401}, "holdSeconds"),
+        ({"endsAt": "2031-03-01T10:00:00+00:00"}, "endsAt"),
+        ({"endsAt": "2031-03-01T09:00:00+00:00"}, "endsAt"),
+        ({"resource": ""}, "resource"),
+        ({"startsAt": "2031-03-01T10:00:00"}, "startsAt"),
+    ],
+)
+async def test_create_slot_rejects_impossible_slots_naming_the_field(
+    gql: GraphQL, overrides: dict[str, Any], field: str
+) -> None:
+    data = await gql.run(CREATE, {"input": slot_input(**overrides)}, as_=ADMIN)
+    assert data["createSlot"]["__typename"] == "ValidationError"
+    assert data["createSlot"]["field"] == field
+
+
+async def test_a_non_admin_cannot_create_slots(gql: GraphQL) -> None:
+    data = await gql.run(CREATE, {"input": slot_input()}, as_=token("not-admin"))
+    assert data["createSlot"]["__typename"] == "NotAuthorized"
+
+
+async def test_an_unknown_slot_is_slot_not_found_and_a_malformed_id_a_validation_error(
+    gql: GraphQL,
+) -> None:
+    alice = token("bad-ids")
+    unknown = str(uuid.uuid4())
+
+    missing = await gql.run(RESERVE, {"s": unknown, "k": "a"}, as_=alice)
+    malformed = await gql.run(RESERVE, {"s": "slot-42", "k": "b"}, as_=alice)
+    read = await gql.run("query($s: ID!) { slot(id: $s) { id } }", {"s": "slot-42"}, as_=alice)
+
+    assert missing["reserveSlot"] == {
+        "__typename": "SlotNotFound",
+        "message": f"slot {unknown} does not exist",
+        "slotId": unknown,
+    }
+    assert malformed["reserveSlot"]["__typename"] == "ValidationError"
+    assert malformed["reserveSlot"]["field"] == "slotId"
+    assert read["slot"] is None
+
+
+@pytest.mark.parametrize("booking_id", [str(uuid.uuid4()), "nope", ""])
+async def test_unknown_or_malformed_booking_ids_are_booking_not_found(gql: GraphQL, booking_id: str) -> None:
+    alice = token("bad-bookings")
+    assert (await gql.confirm(alice, booking_id))["__typename"] == "BookingNotFound"
+    assert (await gql.cancel(alice, booking_id))["__typename"] == "BookingNotFound"
+    assert await gql.booking(alice, booking_id) is None
+
+
+async def test_an_empty_or_huge_idempotency_key_is_a_validation_error(gql: GraphQL) -> None:
+    slot_id = await gql.create_slot()
+    for key in ("", "k" * 201):
+        data = await gql.run(RESERVE, {"s": slot_id, "k": key}, as_=token("keys"))
+        assert data["reserveSlot"]["__typename"] == "ValidationError"
+        assert data["reserveSlot"]["field"] == "idempotencyKey"
+
+
+async def test_a_slot_that_already_started_is_closed_to_reservations(gql: GraphQL) -> None:
+    slot_id = await gql.create_slot(starts_in=-timedelta(minutes=5))
+    answer = await gql.reserve(token("latecomer"), slot_id, "k")
+    assert answer["__typename"] == "SlotClosed"
+    assert "started" in answer["message"]
+
+
+async def test_a_mutation_without_a_token_is_not_authorized(gql: GraphQL) -> None:
+    slot_id = await gql.create_slot()
+    data = await gql.run(RESERVE, {"s": slot_id, "k": "k"})
+    assert data["reserveSlot"]["__typename"] == "NotAuthorized"
+    assert "Bearer" in data["reserveSlot"]["message"]
+
+
+def forged() -> str:
+    return jwt.encode(
+        {"sub": "eve", "admin": True, "exp": time.time() + 60},
+        "a-guessed-secret-that-is-long-enough-too",
+        "HS256",
+    )
+
+
+def expired() -> str:
+    return jwt.encode({"sub": "eve", "exp": time.time() - 5}, TEST_JWT_SECRET, "HS256")
+
+
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        (f"Bearer {forged()}", "not valid"),
+        (f"Bearer {expired()}", "expired"),
+        ("Bearer not-a-jwt", "not valid"),
+        ("Basic dXNlcjpwYXNz", "Bearer"),
+    ],
+)
+async def test_forged_expired_or_malformed_tokens_get_401(gql: GraphQL, header: str, says: str) -> None:
+    response = await gql.http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"Authorization": header}
+    )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    body = response.json()
+    assert says in body["errors"][0]["message"]
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_malformed_requests_are_client_errors_not_500s(gql: GraphQL) -> None:
+    not_json = await gql.http.post("/graphql", content=b"{nope", headers={"content-type": "application/json"})
+    bad_syntax = await gql.post("mutation { reserveSlot(", as_=ADMIN)
+    bad_date = await gql.post(CREATE, {"input": slot_input(startsAt="next tuesday")}, as_=ADMIN)
+    assert not_json.status_code == 400
+    assert bad_syntax.status_code == 200 and "Syntax Error" in bad_syntax.json()["errors"][0]["message"]
+    assert bad_date.status_code == 200 and "DateTime" in bad_date.json()["errors"][0]["message"]
+    for response in (not_json, bad_syntax, bad_date):
+        assert "Traceback" not in response.text
+
+
+async def test_healthz_reports_both_stores(gql: GraphQL) -> None:
+    response = await gql.http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"postgres": "ok", "redis": "ok"}
