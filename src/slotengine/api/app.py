@@ -10,13 +10,15 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from slotengine.api import explorer
 from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.api.context import Context
 from slotengine.api.schema import schema
@@ -37,6 +39,11 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             max_subscriptions_per_connection=20,
         )
         self.settings = settings
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        if explorer.assets_present():
+            return HTMLResponse(explorer.local_page(self.graphql_ide_html))
+        return await super().render_graphql_ide(request)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         engine: Engine = request.app.state.engine
@@ -102,6 +109,11 @@ def create_app(settings: Settings) -> Starlette:
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
+            Mount(
+                explorer.ASSET_PREFIX,
+                StaticFiles(directory=explorer.VENDOR, check_dir=False),
+                name="graphiql-assets",
+            ),
         ],
         lifespan=lifespan,
     )
