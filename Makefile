@@ -23,7 +23,7 @@ test: install
 lint: install
 	$(BIN)/ruff check src workers tests
 	$(BIN)/ruff format --check src workers tests
-	$(BIN)/mypy src
+	$(BIN)/mypy src workers
 
 bench: install
 	$(BIN)/python -m bench

@@ -1,4 +1,4 @@
-"""The `slotengine` command: dev | serve | migrate | schema | token."""
+"""The `slotengine` command: dev | serve | worker | scheduler | migrate | schema | token."""
 
 from __future__ import annotations
 
@@ -26,6 +26,28 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     _need_urls(settings)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
     return 0
+
+
+def _worker(settings: Settings, workers: int) -> int:
+    from taskiq.cli.worker.args import WorkerArgs
+    from taskiq.cli.worker.run import run_worker
+
+    _need_urls(settings)
+    args = WorkerArgs(
+        broker="workers.broker:broker",
+        modules=["workers.tasks"],
+        workers=workers,
+        log_level=settings.log_level.upper(),  # type: ignore[arg-type]
+        shutdown_timeout=10,
+    )
+    return run_worker(args) or 0
+
+
+def _scheduler(settings: Settings) -> int:
+    from workers.scheduler import main as scheduler_main
+
+    _need_urls(settings)
+    return scheduler_main(settings)
 
 
 def _migrate(settings: Settings) -> int:
@@ -67,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=settings.host)
     serve.add_argument("--port", type=int, default=settings.port)
 
+    worker = commands.add_parser("worker", help="run Taskiq workers (expiry, promotion, sweep)")
+    worker.add_argument("--workers", type=int, default=1, help="worker processes")
+    commands.add_parser("scheduler", help="send due timers to the workers")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("schema", help="print the GraphQL schema (SDL)")
 
@@ -83,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_dev(settings, args.data_dir)
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
+    if args.command == "worker":
+        return _worker(settings, args.workers)
+    if args.command == "scheduler":
+        return _scheduler(settings)
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "schema":

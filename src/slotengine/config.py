@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     db_pool_size: int = Field(default=20, gt=0)
     log_level: str = "info"
+    sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
+    scheduler_tick_seconds: float = Field(default=0.01, gt=0, description="timer polling period")
 
 
 @lru_cache(maxsize=1)

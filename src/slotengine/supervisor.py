@@ -45,6 +45,8 @@ class Supervisor:
             self._spawn(
                 "api", ["serve", "--host", self.settings.host, "--port", str(self.settings.port)], env
             )
+            self._spawn("worker", ["worker", "--workers", "1"], env)
+            self._spawn("scheduler", ["scheduler"], env)
             if not self._wait_until_healthy():
                 return 1
             self._banner()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +13,10 @@ import pytest
 from starlette.applications import Starlette
 
 from slotengine.api.auth import issue_token
+from slotengine.config import Settings
+from slotengine.service.engine import Engine
 from tests.conftest import TEST_JWT_SECRET
+from tests.processes import kill_tree, spawn, wait_for_consumers, wait_for_scheduler
 
 BOOKING_FIELDS = """
   __typename
@@ -137,3 +142,16 @@ async def gql(app: Starlette) -> AsyncIterator[GraphQL]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://slotengine.test") as http:
         yield GraphQL(http)
+
+
+@pytest.fixture(scope="session")
+async def workers(settings: Settings, engine: Engine) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """A worker and a scheduler, real processes, for the rest of the session."""
+    running = [spawn(settings, "worker", "--workers", "1"), spawn(settings, "scheduler")]
+    try:
+        await wait_for_consumers(engine.redis, settings, at_least=1)
+        await wait_for_scheduler(engine.redis, settings)
+        yield running
+    finally:
+        for process in running:
+            kill_tree(process, signal.SIGTERM)

@@ -64,6 +64,10 @@ async def test_dev_runs_the_engine_prints_tokens_and_stops_every_child(tmp_path:
         assert graphiql and admin and user, banner
         assert graphiql.group(1) == f"http://127.0.0.1:{port}/graphql"
         assert processes_using(data_dir), "expected embedded servers under the data dir"
+        children = psutil.Process(dev.pid).children(recursive=True)
+        commands = [" ".join(c.cmdline()) for c in children]
+        for role in ("serve", "worker", "scheduler"):
+            assert any(f"slotengine.cli {role}" in c for c in commands), commands
 
         url = graphiql.group(1)
         async with httpx.AsyncClient(timeout=10) as http:
@@ -97,6 +101,7 @@ async def test_dev_runs_the_engine_prints_tokens_and_stops_every_child(tmp_path:
     assert code == 0
     leftovers = await _until_gone(data_dir)
     assert leftovers == [], leftovers
+    assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
 
 
 async def _until_gone(data_dir: Path) -> list[psutil.Process]:

@@ -27,3 +27,24 @@ def slot_keys(prefix: str, slot_id: str) -> SlotKeys:
 def slot_channel(prefix: str, slot_id: str) -> str:
     """The pub/sub channel on which a slot's changes are announced after commit."""
     return f"{prefix}{{slot:{slot_id}}}:events"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleKeys:
+    due: str  # sorted set: schedule id -> due time (epoch ms)
+    tasks: str  # hash: schedule id -> the ScheduledTask as JSON
+    claimed: str  # sorted set: schedule id -> lease deadline (epoch ms) of the scheduler sending it
+
+    def all(self) -> list[str]:
+        return [self.due, self.tasks, self.claimed]
+
+
+def schedule_keys(prefix: str) -> ScheduleKeys:
+    """The keys of the one-off task schedule (hold expiries, queue lapses)."""
+    tag = f"{prefix}{{schedule}}"
+    return ScheduleKeys(due=f"{tag}:due", tasks=f"{tag}:tasks", claimed=f"{tag}:claimed")
+
+
+def task_stream(prefix: str) -> str:
+    """The Redis stream Taskiq's broker carries tasks on."""
+    return f"{prefix}tasks"

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from slotengine.config import Settings
-from slotengine.redis.keys import SlotKeys, slot_channel, slot_keys
+from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
+from slotengine.scheduling.source import DueTimeScheduleSource
+from slotengine.service.timers import Timers
 from slotengine.store.database import close_database, open_database
 
 
@@ -17,6 +19,7 @@ class Engine:
 
     redis: Redis
     prefix: str
+    timers: Timers
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)
@@ -28,8 +31,13 @@ class Engine:
 async def open_engine(settings: Settings, *, database_url: str, redis_url: str) -> Engine:
     """Open the database pool and a Redis client for this process."""
     await open_database(database_url, settings.db_pool_size)
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    return Engine(redis=redis, prefix=settings.redis_prefix)
+    return engine_on(Redis.from_url(redis_url, decode_responses=True), settings.redis_prefix)
+
+
+def engine_on(redis: Redis, prefix: str) -> Engine:
+    """An engine over an open Redis client (the database pool is opened separately)."""
+    source = DueTimeScheduleSource(redis, schedule_keys(prefix))
+    return Engine(redis=redis, prefix=prefix, timers=Timers(source))
 
 
 async def close_engine(engine: Engine) -> None:

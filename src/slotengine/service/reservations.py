@@ -136,12 +136,15 @@ async def _admit(tx: SlotTransaction, caller: Caller, key: str) -> DomainError |
     if admission is policy.Admission.HOLD:
         state = transition(None, Event.HOLD, Role.HOLDER)
         unit = policy.free_units(tx.capacity, await tx.taken_units())[0]
-        fence: int | None = await tx.issue_fence()
+        granted = await tx.issue_fence()
         expires_at = policy.hold_expiry(tx.now, tx.hold_seconds)
+        tx.holds_granted.append((booking_id, granted, expires_at))
+        fence: int | None = granted
         event = Event.HOLD
     else:
         state = transition(None, Event.QUEUE, Role.HOLDER)
         unit, fence, expires_at, event = None, None, None, Event.QUEUE
+        tx.queue_joined = True
     row = await tx.fetch_one(
         "INSERT INTO bookings (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key)"
         f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_BOOKING_COLUMNS}",

@@ -64,6 +64,9 @@ class SlotTransaction:
     now: datetime  # PostgreSQL's now(): the one clock that decides
     mirror_stale: bool = False
     changes: list[Change] = field(default_factory=list)
+    # Holds granted in this transaction, each to be expired when due: (booking, fence, expiry).
+    holds_granted: list[tuple[UUID, int, datetime]] = field(default_factory=list)
+    queue_joined: bool = False
 
     @property
     def slot_key(self) -> str:
@@ -173,6 +176,7 @@ class SlotTransaction:
                 " updated_at = now() WHERE id = $1 AND state = 'PENDING'",
                 [booking_id, _PROMOTED, unit, fence, expires_at],
             )
+            self.holds_granted.append((booking_id, fence, expires_at))
             await self.record(
                 booking_id,
                 BookingState.PENDING,
@@ -227,16 +231,23 @@ class SlotTransaction:
 
 
 @contextlib.asynccontextmanager
-async def slot_transaction(engine: Engine, slot_id: UUID) -> AsyncIterator[SlotTransaction]:
-    """Lock the slot's row for one transaction; commit, then announce what changed."""
+async def slot_transaction(
+    engine: Engine, slot_id: UUID, *, skip_locked: bool = False
+) -> AsyncIterator[SlotTransaction]:
+    """Lock the slot's row for one transaction; commit, then set timers and announce changes.
+
+    With `skip_locked`, a slot another transaction holds raises SlotBusy instead of waiting.
+    """
     tx: SlotTransaction | None = None
     try:
         async with in_transaction() as conn:
             rows = await conn.execute_query_dict(
                 "SELECT capacity, hold_seconds, closed, starts_at, ends_at, now() AS db_now"
-                " FROM slots WHERE id = $1 FOR UPDATE",
+                " FROM slots WHERE id = $1 FOR UPDATE" + (" SKIP LOCKED" if skip_locked else ""),
                 [slot_id],
             )
+            if not rows and skip_locked:
+                raise SlotBusy(str(slot_id))
             if not rows:
                 raise SlotNotFound(str(slot_id))
             row = rows[0]
@@ -260,8 +271,23 @@ async def slot_transaction(engine: Engine, slot_id: UUID) -> AsyncIterator[SlotT
             await asyncio.shield(_drop_mirror(engine, tx.slot_key))
         raise
     assert tx is not None
+    await _set_timers(engine, tx)
     if tx.changes:
         await _announce(engine, tx.slot_key, tx.changes)
+
+
+class SlotBusy(Exception):
+    """Another transaction holds the slot's lock (raised only with skip_locked)."""
+
+
+async def _set_timers(engine: Engine, tx: SlotTransaction) -> None:
+    try:
+        for booking_id, fence, expires_at in tx.holds_granted:
+            await engine.timers.expire_hold_at(booking_id, fence, expires_at)
+        if tx.queue_joined:
+            await engine.timers.settle_slot_at(tx.slot_id, tx.starts_at)
+    except Exception:  # lazy expiry and the sweep still end these holds, only later
+        log.exception("could not set timers for slot %s", tx.slot_key)
 
 
 async def _drop_mirror(engine: Engine, slot_id: str) -> None:

@@ -1,0 +1,74 @@
+"""A Taskiq schedule source for one-off tasks due at a precise moment.
+
+Taskiq's stock sources are read once a second at best; this one is a Redis sorted set by due
+time, claimed atomically (claim_due.lua), so a scheduler polling every few milliseconds sends
+each task once and on time. A claim that is never acknowledged (the scheduler died between
+claiming and sending) becomes due again when its lease ends.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from taskiq import ScheduledTask, ScheduleSource
+
+from slotengine.redis import scripts
+from slotengine.redis.keys import ScheduleKeys
+
+CLAIM_LEASE_MS = 30_000
+CLAIM_BATCH = 200
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class DueTimeScheduleSource(ScheduleSource):
+    """One-off schedules (`ScheduledTask.time`) in Redis, handed out once each when due."""
+
+    def __init__(self, redis: Redis, keys: ScheduleKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def add_schedule(self, schedule: ScheduledTask) -> None:
+        """Store the task and its due time; the same schedule id replaces the earlier one."""
+        if schedule.time is None:
+            raise ValueError("DueTimeScheduleSource only holds one-off schedules (time=...)")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.tasks, schedule.schedule_id, schedule.model_dump_json())
+            pipe.zadd(self.keys.due, {schedule.schedule_id: _epoch_ms(schedule.time)})
+            await pipe.execute()
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.due, schedule_id)
+            pipe.zrem(self.keys.claimed, schedule_id)
+            pipe.hdel(self.keys.tasks, schedule_id)
+            await pipe.execute()
+
+    async def get_schedules(self) -> list[ScheduledTask]:
+        """Claim and return the schedules due now; each is handed to one caller only."""
+        now_ms = int(time.time() * 1000)
+        flat: list[Any] = await scripts.claim_due(
+            self.redis, self.keys.all(), [now_ms, CLAIM_LEASE_MS, CLAIM_BATCH]
+        )
+        return [ScheduledTask.model_validate_json(flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def post_send(self, task: ScheduledTask) -> None:
+        """The task is on the broker's stream: forget the schedule."""
+        await self.delete_schedule(task.schedule_id)
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest schedule is due (0 when overdue), None when none is."""
+        first = await self.redis.zrange(self.keys.due, 0, 0, withscores=True)
+        if not first:
+            return None
+        return max(0.0, (float(first[0][1]) - time.time() * 1000) / 1000)
+
+    async def pending(self) -> int:
+        """How many schedules wait (due later, or claimed and not yet sent)."""
+        due, claimed = await self.redis.zcard(self.keys.due), await self.redis.zcard(self.keys.claimed)
+        return int(due) + int(claimed)

@@ -1,0 +1,1 @@
+"""Taskiq workers and the timer scheduler: hold expiry, queue promotion and lapse, the sweep."""

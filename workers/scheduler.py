@@ -1,0 +1,71 @@
+"""The timer scheduler: sends due one-off schedules to the broker within milliseconds, and
+kicks the backstop sweep every few seconds. Several may run at once: claims are atomic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from redis.asyncio import Redis
+from taskiq import TaskiqScheduler
+from taskiq.kicker import AsyncKicker
+
+from slotengine.config import Settings
+from slotengine.redis.keys import schedule_keys
+from slotengine.scheduling.source import DueTimeScheduleSource
+from slotengine.service.timers import SWEEP_TASK
+from workers.broker import make_broker
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 5
+
+
+def heartbeat_key(prefix: str) -> str:
+    return f"{prefix}scheduler:heartbeat"
+
+
+async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
+    """Send due schedules until `stop` is set."""
+    assert settings.redis_url, "the scheduler needs SLOTENGINE_REDIS_URL"
+    broker = make_broker(settings)
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    source = DueTimeScheduleSource(redis, schedule_keys(settings.redis_prefix))
+    scheduler = TaskiqScheduler(broker, [source])
+    await scheduler.startup()
+    sweep: AsyncKicker[[], int] = AsyncKicker(SWEEP_TASK, broker, {})
+    next_sweep = next_beat = time.monotonic()
+    try:
+        while not stop.is_set():
+            for task in await source.get_schedules():
+                await scheduler.on_ready(source, task)
+            now = time.monotonic()
+            if now >= next_sweep:
+                await sweep.kiq()
+                next_sweep = now + settings.sweep_interval_seconds
+            if now >= next_beat:
+                await redis.set(heartbeat_key(settings.redis_prefix), str(time.time()), ex=HEARTBEAT_SECONDS)
+                next_beat = now + 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.scheduler_tick_seconds)
+    finally:
+        await scheduler.shutdown()
+        await redis.aclose()
+
+
+def main(settings: Settings) -> int:
+    """Run the scheduler in the foreground until SIGINT or SIGTERM."""
+    logging.basicConfig(level=settings.log_level.upper())
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("scheduler started (tick %.3fs)", settings.scheduler_tick_seconds)
+        await run_scheduler(settings, stop)
+
+    asyncio.run(serve())
+    return 0
