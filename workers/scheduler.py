@@ -39,8 +39,10 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     next_sweep = next_beat = time.monotonic()
     try:
         while not stop.is_set():
-            for task in await source.get_schedules():
-                await scheduler.on_ready(source, task)
+            # A burst of holds lapsing together is sent at once, not one after another.
+            due = await source.get_schedules()
+            if due:
+                await asyncio.gather(*(scheduler.on_ready(source, task) for task in due))
             now = time.monotonic()
             if now >= next_sweep:
                 await sweep.kiq()

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from taskiq import ScheduledTask, ScheduleSource
 
 from slotengine.redis import scripts
@@ -35,12 +36,16 @@ class DueTimeScheduleSource(ScheduleSource):
 
     async def add_schedule(self, schedule: ScheduledTask) -> None:
         """Store the task and its due time; the same schedule id replaces the earlier one."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.add_to(pipe, schedule)
+            await pipe.execute()
+
+    def add_to(self, pipe: Pipeline, schedule: ScheduledTask) -> None:
+        """Queue the commands that add `schedule` on a pipeline the caller executes."""
         if schedule.time is None:
             raise ValueError("DueTimeScheduleSource only holds one-off schedules (time=...)")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.tasks, schedule.schedule_id, schedule.model_dump_json())
-            pipe.zadd(self.keys.due, {schedule.schedule_id: _epoch_ms(schedule.time)})
-            await pipe.execute()
+        pipe.hset(self.keys.tasks, schedule.schedule_id, schedule.model_dump_json())
+        pipe.zadd(self.keys.due, {schedule.schedule_id: _epoch_ms(schedule.time)})
 
     async def delete_schedule(self, schedule_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

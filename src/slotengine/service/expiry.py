@@ -34,14 +34,14 @@ async def expire_hold(engine: Engine, booking_id: UUID, fence: int) -> ExpiryOut
         return ExpiryOutcome.STALE
     async with slot_transaction(engine, row["slot_id"]) as tx:
         await tx.settle()
+        if any(c.booking_id == str(booking_id) and c.event == "expire" for c in tx.changes):
+            return ExpiryOutcome.EXPIRED
         after = await tx.fetch_one("SELECT state, fence, expires_at FROM bookings WHERE id = $1", booking_id)
     assert after is not None
     if after["state"] == BookingState.RESERVED and after["fence"] == fence:
         # Our clock ran ahead of PostgreSQL's: try again when PostgreSQL agrees it is due.
         await engine.timers.expire_hold_at(booking_id, fence, after["expires_at"])
         return ExpiryOutcome.NOT_DUE
-    if after["state"] == BookingState.EXPIRED:
-        return ExpiryOutcome.EXPIRED if tx.changes else ExpiryOutcome.STALE
     return ExpiryOutcome.STALE
 
 

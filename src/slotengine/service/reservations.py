@@ -25,7 +25,7 @@ from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.redis import scripts
 from slotengine.service.bookings import booking_view, load_booking_row, parse_booking_id
 from slotengine.service.engine import Engine
-from slotengine.service.slot_transaction import SlotTransaction, epoch_ms, slot_transaction
+from slotengine.service.slot_transaction import Change, SlotTransaction, epoch_ms, slot_transaction
 from slotengine.service.views import BookingView, Caller
 from slotengine.store.database import connection
 
@@ -78,31 +78,46 @@ async def _replay(engine: Engine, caller: Caller, slot_id: UUID, key: str) -> Bo
 
 async def _reserve(engine: Engine, caller: Caller, slot_id: UUID, key: str) -> BookingView:
     async with slot_transaction(engine, slot_id) as tx:
+        await tx.settle()
         # A duplicate of this request that held the lock before us has committed by now.
-        taken = await tx.fetch_one(
-            "SELECT slot_id, booking_id FROM idempotency_keys WHERE holder = $1 AND key = $2",
+        known = await tx.fetch(
+            f"SELECT 'key' AS found, i.slot_id AS key_slot, {_prefixed('b')}"
+            " FROM idempotency_keys i JOIN bookings b ON b.id = i.booking_id"
+            " WHERE i.holder = $1 AND i.key = $2"
+            f" UNION ALL SELECT 'live', NULL, {_prefixed('b')} FROM bookings b"
+            " WHERE b.slot_id = $3 AND b.holder = $1 AND b.state IN ('PENDING', 'RESERVED', 'CONFIRMED')",
             caller.holder,
             key,
+            slot_id,
         )
-        await tx.settle()
+        by_key = next((r for r in known if r["found"] == "key"), None)
+        live = next((r for r in known if r["found"] == "live"), None)
         outcome: DomainError | dict[str, Any]
-        if taken is not None and taken["slot_id"] != slot_id:
+        position: int | None = None
+        if by_key is not None and by_key["key_slot"] != slot_id:
             outcome = IdempotencyKeyReused(key)
-        elif taken is not None:
-            outcome = await _booking_in(tx, taken["booking_id"])
-        else:
-            outcome = await _admit(tx, caller, key)
-        if isinstance(outcome, dict):
-            await tx.conn.execute_query(
-                "INSERT INTO idempotency_keys (holder, key, slot_id, booking_id) VALUES ($1, $2, $3, $4)",
-                [caller.holder, key, slot_id, outcome["id"]],
-            )
-            position = None
+        elif by_key is not None or live is not None:
+            # One live booking per holder and slot: a second request, new key or not, gets it back.
+            outcome = by_key or live  # type: ignore[assignment]
+            assert isinstance(outcome, dict)
+            if by_key is None:
+                await tx.conn.execute_query(
+                    "INSERT INTO idempotency_keys (holder, key, slot_id, booking_id) VALUES ($1, $2, $3, $4)",
+                    [caller.holder, key, slot_id, outcome["id"]],
+                )
             if outcome["state"] == BookingState.PENDING:
                 position = await tx.queue_position(outcome["queue_seq"])
+        else:
+            admitted = await _admit(tx, caller, key)
+            outcome = admitted if isinstance(admitted, DomainError) else admitted[0]
+            position = None if isinstance(admitted, DomainError) else admitted[1]
     if isinstance(outcome, DomainError):
         raise outcome
     return booking_view(outcome, position)
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in _BOOKING_COLUMNS.split(","))
 
 
 async def _booking_in(tx: SlotTransaction, booking_id: UUID) -> dict[str, Any]:
@@ -111,61 +126,61 @@ async def _booking_in(tx: SlotTransaction, booking_id: UUID) -> dict[str, Any]:
     return row
 
 
-async def _admit(tx: SlotTransaction, caller: Caller, key: str) -> DomainError | dict[str, Any]:
-    live = await tx.fetch_one(
-        f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE slot_id = $1 AND holder = $2"
-        " AND state IN ('PENDING', 'RESERVED', 'CONFIRMED')",
-        tx.slot_id,
-        caller.holder,
-    )
-    if live is not None:
-        # One live booking per holder and slot: a second request, new key or not, gets it back.
-        return live
+async def _admit(
+    tx: SlotTransaction, caller: Caller, key: str
+) -> DomainError | tuple[dict[str, Any], int | None]:
+    """Insert the new booking, its first audit row and its idempotency record in one statement."""
     refusal = policy.accepts_reservations(tx.closed, tx.starts_at, tx.now)
     if refusal is not None:
         return SlotClosed(tx.slot_key, refusal)
-    counts = await tx.fetch_one(
-        "SELECT count(*) FILTER (WHERE unit IS NOT NULL) AS occupied,"
-        " count(*) FILTER (WHERE state = 'PENDING') AS waiting"
-        " FROM bookings WHERE slot_id = $1",
-        tx.slot_id,
-    )
-    assert counts is not None
-    admission = policy.admit(tx.capacity, counts["occupied"], counts["waiting"])
+    admission = policy.admit(tx.capacity, len(tx.taken), tx.waiting)
+    holds = admission is policy.Admission.HOLD
+    event = Event.HOLD if holds else Event.QUEUE
+    state = transition(None, event, Role.HOLDER)
+    unit = policy.free_units(tx.capacity, tx.taken)[0] if holds else None
+    expires_at = policy.hold_expiry(tx.now, tx.hold_seconds) if holds else None
     booking_id = uuid.uuid4()
-    if admission is policy.Admission.HOLD:
-        state = transition(None, Event.HOLD, Role.HOLDER)
-        unit = policy.free_units(tx.capacity, await tx.taken_units())[0]
-        granted = await tx.issue_fence()
-        expires_at = policy.hold_expiry(tx.now, tx.hold_seconds)
-        tx.holds_granted.append((booking_id, granted, expires_at))
-        fence: int | None = granted
-        event = Event.HOLD
-    else:
-        state = transition(None, Event.QUEUE, Role.HOLDER)
-        unit, fence, expires_at, event = None, None, None, Event.QUEUE
-        tx.queue_joined = True
     row = await tx.fetch_one(
-        "INSERT INTO bookings (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_BOOKING_COLUMNS}",
+        # Only a hold takes a fence: the UPDATE matches no row when $8 is false.
+        "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 AND $8::boolean RETURNING fence),"
+        " booking AS ("
+        "  INSERT INTO bookings (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key)"
+        "  VALUES ($1, $2, $3, $4, $5, (SELECT fence FROM fence), $6, $7)"
+        f"  RETURNING {_BOOKING_COLUMNS}),"
+        " audit AS ("
+        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
+        "  SELECT id, NULL, state, $9, holder, fence FROM booking),"
+        " idempotency AS ("
+        "  INSERT INTO idempotency_keys (holder, key, slot_id, booking_id)"
+        "  SELECT holder, $7, slot_id, id FROM booking)"
+        " SELECT * FROM booking",
         booking_id,
         tx.slot_id,
         caller.holder,
         state,
         unit,
-        fence,
         expires_at,
         key,
+        holds,
+        event.value,
     )
     assert row is not None
-    stale_before = tx.mirror_stale
-    await tx.record(booking_id, None, state, event, caller.holder, fence=fence)
-    if not stale_before:
-        await _mirror_admission(tx, row)
-    return row
+    position: int | None = None
+    if holds:
+        assert unit is not None and expires_at is not None
+        tx.taken.append(unit)
+        tx.holds_granted.append((booking_id, int(row["fence"]), expires_at))
+    else:
+        tx.waiting += 1
+        position = tx.waiting  # the lock is ours: everyone else waiting arrived earlier
+        tx.queue_joined = True
+    tx.changes.append(Change(str(booking_id), None, state, event.value))
+    if not tx.mirror_stale:
+        await _mirror_admission(tx, row, position)
+    return row, position
 
 
-async def _mirror_admission(tx: SlotTransaction, row: dict[str, Any]) -> None:
+async def _mirror_admission(tx: SlotTransaction, row: dict[str, Any], position: int | None) -> None:
     """Admit the booking in Redis too; any disagreement with PostgreSQL rebuilds the mirror."""
     answer = await scripts.reserve(
         tx.engine.redis,
@@ -177,10 +192,7 @@ async def _mirror_admission(tx: SlotTransaction, row: dict[str, Any]) -> None:
             row["queue_seq"],
         ],
     )
-    if row["state"] == BookingState.RESERVED:
-        expected = ["HELD", 0]
-    else:
-        expected = ["QUEUED", await tx.queue_position(row["queue_seq"])]
+    expected = ["HELD", 0] if position is None else ["QUEUED", position]
     if answer[0] == "MISSING":
         log.info("slot %s had no Redis mirror: rebuilding it", tx.slot_key)
     elif list(answer) != expected:
@@ -191,7 +203,6 @@ async def _mirror_admission(tx: SlotTransaction, row: dict[str, Any]) -> None:
             expected,
         )
     else:
-        tx.mirror_stale = False
         return
     tx.mirror_stale = True
 
@@ -285,6 +296,10 @@ async def _apply(
         state,
     )
     assert updated is not None  # the slot lock keeps the row as we read it
+    if not keeps_unit:
+        tx.unit_released(row["unit"])
+    if state is BookingState.PENDING:
+        tx.waiting -= 1
     await tx.record(booking_id, state, to_state, event, actor, reason=reason, fence=row["fence"])
     return updated
 

@@ -25,6 +25,7 @@ from slotengine.domain.errors import SlotNotFound
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.redis import scripts
 from slotengine.service.engine import Engine
+from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class SlotTransaction:
     # Holds granted in this transaction, each to be expired when due: (booking, fence, expiry).
     holds_granted: list[tuple[UUID, int, datetime]] = field(default_factory=list)
     queue_joined: bool = False
+    # Snapshot taken by settle() and kept current by this transaction's own changes.
+    taken: list[int] = field(default_factory=list)
+    waiting: int = 0
 
     @property
     def slot_key(self) -> str:
@@ -99,33 +103,47 @@ class SlotTransaction:
         self.changes.append(Change(str(booking_id), from_state, to_state, event.value))
         self.mirror_stale = True
 
-    async def issue_fence(self) -> int:
-        """The next fence token of this slot; strictly greater than any issued before."""
+    async def queue_position(self, queue_seq: int) -> int:
+        """Place in this slot's queue of the waiting booking with `queue_seq` (1 = next)."""
         row = await self.fetch_one(
-            "UPDATE slots SET fence = fence + 1 WHERE id = $1 RETURNING fence", self.slot_id
+            "SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = 'PENDING' AND queue_seq <= $2",
+            self.slot_id,
+            queue_seq,
         )
         assert row is not None
-        return int(row["fence"])
+        return int(row["n"])
 
     async def settle(self) -> None:
-        """Expire lapsed holds, lapse a queue whose slot started, offer free units to the queue."""
-        expired = await self.fetch(
+        """Expire lapsed holds, lapse a queue whose slot started, offer free units to the queue.
+
+        Also takes the snapshot (taken units, queue length) the rest of the transaction uses.
+        """
+        # A data-modifying CTE's outer query sees the rows as they were before the UPDATE,
+        # hence the lapsed holds are left out of the taken units by hand.
+        row = await self.fetch_one(
             "WITH lapsed AS ("
             "  UPDATE bookings SET state = $2, unit = NULL, updated_at = now()"
             "  WHERE slot_id = $1 AND state = 'RESERVED' AND expires_at <= now()"
-            "  RETURNING id, fence)"
-            " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
-            " SELECT id, 'RESERVED', $2, $3, $4, fence FROM lapsed RETURNING booking_id",
+            "  RETURNING id, fence),"
+            " audit AS ("
+            "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
+            "  SELECT id, 'RESERVED', $2, $3, $4, fence FROM lapsed RETURNING booking_id)"
+            " SELECT"
+            "  ARRAY(SELECT booking_id FROM audit) AS expired,"
+            "  ARRAY(SELECT unit FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL"
+            "        AND id NOT IN (SELECT id FROM lapsed)) AS taken,"
+            "  (SELECT count(*) FROM bookings WHERE slot_id = $1 AND state = 'PENDING') AS waiting",
             self.slot_id,
             _EXPIRED_BY_TTL,
             Event.EXPIRE.value,
             SYSTEM_ACTOR,
         )
-        for row in expired:
-            self.changes.append(
-                Change(str(row["booking_id"]), BookingState.RESERVED, _EXPIRED_BY_TTL, "expire")
-            )
-        if expired:
+        assert row is not None
+        self.taken = list(row["taken"])
+        self.waiting = int(row["waiting"])
+        for booking_id in row["expired"]:
+            self.changes.append(Change(str(booking_id), BookingState.RESERVED, _EXPIRED_BY_TTL, "expire"))
+        if row["expired"]:
             self.mirror_stale = True
         if policy.queue_has_lapsed(self.starts_at, self.now):
             await self._lapse_queue()
@@ -133,6 +151,8 @@ class SlotTransaction:
             await self.promote()
 
     async def _lapse_queue(self) -> None:
+        if not self.waiting:
+            return
         lapsed = await self.fetch(
             "WITH lapsed AS ("
             "  UPDATE bookings SET state = $2, updated_at = now()"
@@ -149,19 +169,18 @@ class SlotTransaction:
             self.changes.append(
                 Change(str(row["booking_id"]), BookingState.PENDING, _LAPSED_IN_QUEUE, "lapse")
             )
-        if lapsed:
-            self.mirror_stale = True
+        self.waiting = 0
+        self.mirror_stale = True
 
-    async def taken_units(self) -> list[int]:
-        rows = await self.fetch(
-            "SELECT unit FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL", self.slot_id
-        )
-        return [int(r["unit"]) for r in rows]
+    def unit_released(self, unit: int | None) -> None:
+        """Keep the snapshot true after a booking in this transaction gave up its unit."""
+        if unit is not None:
+            self.taken.remove(unit)
 
     async def promote(self) -> None:
         """Offer each free unit to the head of the queue, in arrival order."""
-        free = policy.free_units(self.capacity, await self.taken_units())
-        if not free:
+        free = policy.free_units(self.capacity, self.taken)
+        if not free or not self.waiting:
             return
         heads = await self.fetch(
             "SELECT id FROM bookings WHERE slot_id = $1 AND state = 'PENDING' ORDER BY queue_seq LIMIT $2",
@@ -170,56 +189,52 @@ class SlotTransaction:
         )
         expires_at = policy.hold_expiry(self.now, self.hold_seconds)
         for booking_id, unit in policy.promotions(free, [r["id"] for r in heads]):
-            fence = await self.issue_fence()
-            await self.conn.execute_query(
-                "UPDATE bookings SET state = $2, unit = $3, fence = $4, expires_at = $5,"
-                " updated_at = now() WHERE id = $1 AND state = 'PENDING'",
-                [booking_id, _PROMOTED, unit, fence, expires_at],
-            )
-            self.holds_granted.append((booking_id, fence, expires_at))
-            await self.record(
+            row = await self.fetch_one(
+                "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"
+                " promoted AS ("
+                "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
+                "   fence = (SELECT fence FROM fence)"
+                "  WHERE id = $1 AND state = 'PENDING' RETURNING id, fence)"
+                " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
+                " SELECT id, 'PENDING', $3, $6, $7, fence FROM promoted RETURNING fence",
                 booking_id,
-                BookingState.PENDING,
+                self.slot_id,
                 _PROMOTED,
-                Event.PROMOTE,
+                unit,
+                expires_at,
+                Event.PROMOTE.value,
                 SYSTEM_ACTOR,
-                fence=fence,
             )
-
-    async def queue_position(self, queue_seq: int) -> int:
-        row = await self.fetch_one(
-            "SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = 'PENDING' AND queue_seq <= $2",
-            self.slot_id,
-            queue_seq,
-        )
-        assert row is not None
-        return int(row["n"])
+            assert row is not None  # the slot lock keeps the queue as we read it
+            self.taken.append(unit)
+            self.waiting -= 1
+            self.holds_granted.append((booking_id, int(row["fence"]), expires_at))
+            self.changes.append(Change(str(booking_id), BookingState.PENDING, _PROMOTED, "promote"))
+            self.mirror_stale = True
 
     async def sync_mirror(self) -> None:
         """Write this slot's state, as this transaction sees it, over the Redis mirror."""
-        waiting = await self.fetch(
-            "SELECT id, state, expires_at, queue_seq FROM bookings"
-            " WHERE slot_id = $1 AND state IN ('RESERVED', 'PENDING') ORDER BY queue_seq",
+        rows = await self.fetch(
+            "SELECT id, state, expires_at, queue_seq FROM bookings WHERE slot_id = $1"
+            " AND state IN ('RESERVED', 'PENDING', 'CONFIRMED', 'COMPLETED') ORDER BY queue_seq",
             self.slot_id,
         )
-        settled = await self.fetch_one(
-            "SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state IN ('CONFIRMED', 'COMPLETED')",
-            self.slot_id,
-        )
-        assert settled is not None
         holds: list[Any] = []
         queue: list[Any] = []
-        for row in waiting:
+        settled = 0
+        for row in rows:
             if row["state"] == BookingState.RESERVED:
                 holds += [epoch_ms(row["expires_at"]), str(row["id"])]
-            else:
+            elif row["state"] == BookingState.PENDING:
                 queue += [row["queue_seq"], str(row["id"])]
+            else:
+                settled += 1
         await scripts.sync_slot(
             self.engine.redis,
             self.engine.keys(self.slot_key).all(),
             [
                 self.capacity,
-                settled["n"],
+                settled,
                 int(self.closed),
                 epoch_ms(self.ends_at + _MIRROR_GRACE),
                 len(holds) // 2,
@@ -271,23 +286,30 @@ async def slot_transaction(
             await asyncio.shield(_drop_mirror(engine, tx.slot_key))
         raise
     assert tx is not None
-    await _set_timers(engine, tx)
-    if tx.changes:
-        await _announce(engine, tx.slot_key, tx.changes)
+    await _after_commit(engine, tx)
 
 
 class SlotBusy(Exception):
     """Another transaction holds the slot's lock (raised only with skip_locked)."""
 
 
-async def _set_timers(engine: Engine, tx: SlotTransaction) -> None:
+async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
+    """Set the timers and announce the changes, in one round trip to Redis."""
+    schedules = [expire_hold_schedule(*hold) for hold in tx.holds_granted]
+    if tx.queue_joined:
+        schedules.append(settle_slot_schedule(tx.slot_id, tx.starts_at))
+    if not schedules and not tx.changes:
+        return
     try:
-        for booking_id, fence, expires_at in tx.holds_granted:
-            await engine.timers.expire_hold_at(booking_id, fence, expires_at)
-        if tx.queue_joined:
-            await engine.timers.settle_slot_at(tx.slot_id, tx.starts_at)
-    except Exception:  # lazy expiry and the sweep still end these holds, only later
-        log.exception("could not set timers for slot %s", tx.slot_key)
+        async with engine.redis.pipeline(transaction=False) as pipe:
+            engine.timers.add_to(pipe, schedules)
+            if tx.changes:
+                pipe.publish(engine.channel(tx.slot_key), _announcement(tx.slot_key, tx.changes))
+            await pipe.execute()
+    except Exception:
+        # Committed is committed: lazy expiry and the sweep still end these holds (later), and
+        # listeners re-read state when they reconnect.
+        log.exception("could not set timers or announce changes of slot %s", tx.slot_key)
 
 
 async def _drop_mirror(engine: Engine, slot_id: str) -> None:
@@ -297,22 +319,13 @@ async def _drop_mirror(engine: Engine, slot_id: str) -> None:
         log.exception("could not drop the Redis mirror of slot %s", slot_id)
 
 
-async def _announce(engine: Engine, slot_id: str, changes: list[Change]) -> None:
-    message = json.dumps(
+def _announcement(slot_id: str, changes: list[Change]) -> str:
+    return json.dumps(
         {
             "slotId": slot_id,
             "changes": [
-                {
-                    "bookingId": c.booking_id,
-                    "from": c.from_state,
-                    "to": c.to_state,
-                    "event": c.event,
-                }
+                {"bookingId": c.booking_id, "from": c.from_state, "to": c.to_state, "event": c.event}
                 for c in changes
             ],
         }
     )
-    try:
-        await engine.redis.publish(engine.channel(slot_id), message)
-    except Exception:  # committed is committed; listeners re-read state on reconnect
-        log.exception("could not announce changes of slot %s", slot_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from redis.asyncio.client import Pipeline
 from taskiq import ScheduledTask
 
 from slotengine.scheduling.source import DueTimeScheduleSource
@@ -18,6 +19,30 @@ SETTLE_SLOT_TASK = "slotengine.settle_slot"
 SWEEP_TASK = "slotengine.sweep"
 
 
+def expire_hold_schedule(booking_id: UUID, fence: int, expires_at: datetime) -> ScheduledTask:
+    """Expire this hold (if its fence still matches) when it is due; one schedule per hold."""
+    return ScheduledTask(
+        task_name=EXPIRE_HOLD_TASK,
+        labels={},
+        args=[str(booking_id), fence],
+        kwargs={},
+        schedule_id=f"expire:{booking_id}:{fence}",
+        time=expires_at,
+    )
+
+
+def settle_slot_schedule(slot_id: UUID, when: datetime) -> ScheduledTask:
+    """Settle the slot at `when` (used to lapse its queue when it starts)."""
+    return ScheduledTask(
+        task_name=SETTLE_SLOT_TASK,
+        labels={},
+        args=[str(slot_id)],
+        kwargs={},
+        schedule_id=f"settle:{slot_id}:{int(when.timestamp())}",
+        time=when,
+    )
+
+
 class Timers:
     """Schedules the engine's own tasks in a DueTimeScheduleSource."""
 
@@ -25,28 +50,12 @@ class Timers:
         self.source = source
 
     async def expire_hold_at(self, booking_id: UUID, fence: int, expires_at: datetime) -> None:
-        """Expire this hold (if its fence still matches) when it is due."""
-        await self.source.add_schedule(
-            ScheduledTask(
-                task_name=EXPIRE_HOLD_TASK,
-                labels={},
-                args=[str(booking_id), fence],
-                kwargs={},
-                # One schedule per hold: setting it twice is harmless.
-                schedule_id=f"expire:{booking_id}:{fence}",
-                time=expires_at,
-            )
-        )
+        await self.source.add_schedule(expire_hold_schedule(booking_id, fence, expires_at))
 
     async def settle_slot_at(self, slot_id: UUID, when: datetime) -> None:
-        """Settle the slot at `when` (used to lapse its queue when it starts)."""
-        await self.source.add_schedule(
-            ScheduledTask(
-                task_name=SETTLE_SLOT_TASK,
-                labels={},
-                args=[str(slot_id)],
-                kwargs={},
-                schedule_id=f"settle:{slot_id}:{int(when.timestamp())}",
-                time=when,
-            )
-        )
+        await self.source.add_schedule(settle_slot_schedule(slot_id, when))
+
+    def add_to(self, pipe: Pipeline, schedules: list[ScheduledTask]) -> None:
+        """Queue several schedules on the caller's pipeline (one round trip after a commit)."""
+        for schedule in schedules:
+            self.source.add_to(pipe, schedule)

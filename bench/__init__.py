@@ -1,0 +1,1 @@
+"""Benchmarks: scenarios on real servers that print figures (`make bench`)."""

@@ -1,0 +1,100 @@
+"""Servers, an in-process engine and real worker/scheduler processes for a benchmark run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from slotengine.config import Settings
+from slotengine.embedded import EmbeddedServer, start_postgres, start_redis
+from slotengine.redis.keys import task_stream
+from slotengine.service.engine import Engine, close_engine, open_engine
+from slotengine.store.database import create_database, migrate
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(name: str, values_ms: list[float]) -> str:
+    return (
+        f"{name:<34} n={len(values_ms):<5} p50={percentile(values_ms, 50):8.1f} ms"
+        f"  p99={percentile(values_ms, 99):8.1f} ms  max={max(values_ms):8.1f} ms"
+    )
+
+
+@contextlib.asynccontextmanager
+async def bench_engine(*, workers: int = 0) -> AsyncIterator[tuple[Engine, Settings]]:
+    """Embedded servers (unless SLOTENGINE_DATABASE_URL/REDIS_URL are set), migrated, plus
+    `workers` worker processes and, if any, one scheduler."""
+    servers: list[EmbeddedServer] = []
+    children: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="slotengine-bench-") as scratch:
+        os.chmod(scratch, 0o755)
+        database_url = os.environ.get("SLOTENGINE_DATABASE_URL")
+        redis_url = os.environ.get("SLOTENGINE_REDIS_URL")
+        if database_url is None:
+            servers.append(start_postgres(Path(scratch) / "postgres", durable=False))
+            database_url = servers[-1].url
+        if redis_url is None:
+            servers.append(start_redis(Path(scratch) / "redis"))
+            redis_url = servers[-1].url
+        database_url = await create_database(database_url, f"slotengine_bench_{uuid.uuid4().hex[:8]}")
+        await migrate(database_url)
+        settings = Settings(
+            database_url=database_url,
+            redis_url=redis_url,
+            redis_prefix=f"bench-{uuid.uuid4().hex[:6]}:",
+            db_pool_size=40,
+            log_level="warning",
+        )
+        env = {
+            **os.environ,
+            "SLOTENGINE_DATABASE_URL": database_url,
+            "SLOTENGINE_REDIS_URL": redis_url,
+            "SLOTENGINE_REDIS_PREFIX": settings.redis_prefix,
+            "SLOTENGINE_LOG_LEVEL": "warning",
+        }
+        engine = await open_engine(settings, database_url=database_url, redis_url=redis_url)
+        try:
+            if workers:
+                for _ in range(workers):
+                    children.append(_spawn(["worker", "--workers", "1"], env))
+                children.append(_spawn(["scheduler"], env))
+                await _wait_for_workers(engine, settings, workers)
+            yield engine, settings
+        finally:
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            for child in children:
+                child.wait(30)
+            await close_engine(engine)
+            for server in reversed(servers):
+                server.stop()
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "slotengine.cli", *args], env=env, stdin=subprocess.DEVNULL
+    )
+
+
+async def _wait_for_workers(engine: Engine, settings: Settings, count: int) -> None:
+    stream = task_stream(settings.redis_prefix)
+    for _ in range(600):
+        if await engine.redis.exists(stream):
+            groups = await engine.redis.xinfo_groups(stream)
+            if sum(int(g["consumers"]) for g in groups) >= count:
+                return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("workers did not start")
