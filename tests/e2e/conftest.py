@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +15,10 @@ from starlette.applications import Starlette
 
 from slotengine.api.auth import issue_token
 from slotengine.config import Settings
+from slotengine.embedded import free_port
 from slotengine.service.engine import Engine
 from tests.conftest import TEST_JWT_SECRET
+from tests.deadlines import eventually
 from tests.processes import kill_tree, spawn, wait_for_consumers, wait_for_scheduler
 
 BOOKING_FIELDS = """
@@ -155,3 +158,35 @@ async def workers(settings: Settings, engine: Engine) -> AsyncIterator[list[subp
     finally:
         for process in running:
             kill_tree(process, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class ApiProcess:
+    base: str
+    ws: str
+
+
+@pytest.fixture(scope="session")
+async def api_processes(settings: Settings) -> AsyncIterator[list[ApiProcess]]:
+    """Two `slotengine serve` processes on the suite's PostgreSQL and Redis."""
+    ports = [free_port(), free_port()]
+    running = [spawn(settings, "serve", "--port", str(port)) for port in ports]
+    try:
+        async with httpx.AsyncClient() as http:
+            for port in ports:
+                await eventually(
+                    lambda port=port: _healthy(http, port),
+                    bool,
+                    within=60,  # type: ignore[misc]
+                )
+        yield [ApiProcess(f"http://127.0.0.1:{p}", f"ws://127.0.0.1:{p}/graphql") for p in ports]
+    finally:
+        for process in running:
+            kill_tree(process, signal.SIGTERM)
+
+
+async def _healthy(http: httpx.AsyncClient, port: int) -> bool:
+    try:
+        return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False

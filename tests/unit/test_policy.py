@@ -98,3 +98,15 @@ def test_a_well_formed_slot_passes() -> None:
 def test_idempotency_keys_must_be_1_to_200_characters(key: str) -> None:
     with pytest.raises(ValidationError):
         policy.validate_idempotency_key(key)
+
+
+def test_seconds_per_place_follows_hold_length_release_share_and_capacity() -> None:
+    # Holds last 60 s; half give the unit back; 2 units turn over: a place frees every 60 s.
+    assert policy.seconds_per_place(60.0, 10, 5, 2) == 60.0
+    assert policy.seconds_per_place(30.0, 4, 4, 1) == 30.0
+    assert policy.seconds_per_place(30.0, 4, 1, 1) == 120.0
+
+
+@pytest.mark.parametrize(("ended", "released"), [(0, 0), (5, 0)])
+def test_a_queue_never_seen_to_move_has_no_estimate(ended: int, released: int) -> None:
+    assert policy.seconds_per_place(30.0, ended, released, 1) is None

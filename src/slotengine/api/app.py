@@ -16,7 +16,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from slotengine.api import explorer
 from slotengine.api.auth import InvalidToken, caller_from_header
@@ -24,6 +26,7 @@ from slotengine.api.context import Context
 from slotengine.api.schema import schema
 from slotengine.config import Settings
 from slotengine.service.engine import Engine, close_engine, open_engine
+from slotengine.service.events import EventHub
 from slotengine.store.database import connection
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,20 @@ class SlotengineGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         engine: Engine = request.app.state.engine
         caller = request.scope.get("state", {}).get("caller")
-        return Context(engine=engine, caller=caller)
+        return Context(engine=engine, hub=request.app.state.hub, caller=caller)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Only authenticated connections are accepted; the token comes in connection_init."""
+        params = context.connection_params or {}
+        header = params.get("Authorization") or params.get("authorization")
+        try:
+            caller = caller_from_header(self.settings.jwt_secret, header if isinstance(header, str) else None)
+        except InvalidToken as exc:
+            raise ConnectionRejectionError({"message": str(exc)}) from None
+        if caller is None:
+            raise ConnectionRejectionError({"message": 'send {"Authorization": "Bearer <token>"}'})
+        context.caller = caller
+        return UNSET
 
 
 def _unauthenticated(reason: str) -> Response:
@@ -99,9 +115,11 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.engine = await open_engine(settings, database_url=database_url, redis_url=redis_url)
+        app.state.hub = EventHub(app.state.engine.redis, app.state.engine.channel)
         try:
             yield
         finally:
+            await app.state.hub.close()
             await close_engine(app.state.engine)
 
     return Starlette(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -34,7 +34,7 @@ from slotengine.api.errors import (
 from slotengine.api.types import Booking, CreateSlotInput, QueuePosition, Slot
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
-from slotengine.service import queries, reservations
+from slotengine.service import live, queries, reservations
 
 T = TypeVar("T")
 
@@ -175,6 +175,42 @@ class Mutation:
         )
 
 
+async def _live(updates: AsyncIterator[T], present: Callable[[T], Any]) -> AsyncGenerator[Any, None]:
+    """Stream a service watcher; a refusal ends the subscription with a coded GraphQL error."""
+    try:
+        async for update in updates:
+            yield present(update)
+    except DomainError as refusal:
+        raise GraphQLError(refusal.message, extensions={"code": type(refusal).__name__}) from None
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="The slot now, then after every change, in order.")
+    async def slot_status(self, info: Info, slot_id: strawberry.ID) -> AsyncGenerator[Slot, None]:
+        ctx = info.context
+        async for slot in _live(live.watch_slot(ctx.engine, ctx.hub, str(slot_id)), Slot.of):
+            yield slot
+
+    @strawberry.subscription(
+        description="Your place in the queue on every move, then the hold you are offered."
+    )
+    async def queue_position(
+        self, info: Info, booking_id: strawberry.ID
+    ) -> AsyncGenerator[QueuePosition, None]:
+        ctx = info.context
+        watcher = live.watch_queue_position(ctx.engine, ctx.hub, ctx.require_caller(), str(booking_id))
+        async for update in _live(watcher, QueuePosition.of):
+            yield update
+
+    @strawberry.subscription(description="Your booking now, then on every change of its state.")
+    async def booking_updates(self, info: Info, booking_id: strawberry.ID) -> AsyncGenerator[Booking, None]:
+        ctx = info.context
+        watcher = live.watch_booking(ctx.engine, ctx.hub, ctx.require_caller(), str(booking_id))
+        async for update in _live(watcher, Booking.of):
+            yield update
+
+
 def _is_internal(error: GraphQLError) -> bool:
     """Hide what went wrong inside the engine; keep what the client sent wrong (bad input)."""
     original = error.original_error
@@ -193,7 +229,7 @@ def build_schema() -> strawberry.Schema:
         lambda: MaxTokensLimiter(max_token_count=2000),
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal error."),
     ]
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
+    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 
 
 schema = build_schema()

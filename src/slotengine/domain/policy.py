@@ -102,3 +102,18 @@ def accepts_reservations(closed: bool, starts_at: datetime, now: datetime) -> st
 def promotions(free: Sequence[int], queue_heads: Sequence[T]) -> list[tuple[T, int]]:
     """Pair the heads of the queue, in order, with the free units, lowest first."""
     return list(zip(queue_heads, free, strict=False))
+
+
+def seconds_per_place(
+    mean_hold_seconds: float, ended_holds: int, released_holds: int, capacity: int
+) -> float | None:
+    """How long the queue takes to move up one place, on a slot's record.
+
+    Holds last `mean_hold_seconds`; of `ended_holds`, `released_holds` gave their unit back
+    (expired or cancelled) instead of keeping it (confirmed). With `capacity` units turning over,
+    a place frees every mean / (capacity * released share) seconds. None without a record of
+    released holds: the queue has never been seen to move.
+    """
+    if ended_holds <= 0 or released_holds <= 0 or capacity <= 0:
+        return None
+    return mean_hold_seconds / (capacity * released_holds / ended_holds)

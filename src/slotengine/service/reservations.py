@@ -174,7 +174,7 @@ async def _admit(
         tx.waiting += 1
         position = tx.waiting  # the lock is ours: everyone else waiting arrived earlier
         tx.queue_joined = True
-    tx.changes.append(Change(str(booking_id), None, state, event.value))
+    tx.changes.append(Change(str(booking_id), None, state, event.value, position, expires_at))
     if not tx.mirror_stale:
         await _mirror_admission(tx, row, position)
     return row, position
@@ -298,9 +298,13 @@ async def _apply(
     assert updated is not None  # the slot lock keeps the row as we read it
     if not keeps_unit:
         tx.unit_released(row["unit"])
+    position = None
     if state is BookingState.PENDING:
+        position = await tx.queue_position(row["queue_seq"]) + 1  # counted after it left
         tx.waiting -= 1
-    await tx.record(booking_id, state, to_state, event, actor, reason=reason, fence=row["fence"])
+    await tx.record(
+        booking_id, state, to_state, event, actor, reason=reason, fence=row["fence"], position=position
+    )
     return updated
 
 

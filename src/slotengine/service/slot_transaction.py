@@ -50,6 +50,9 @@ class Change:
     from_state: BookingState | None
     to_state: BookingState
     event: str
+    # Place in the queue at the moment the booking joined or left it (changes apply in order).
+    position: int | None = None
+    expires_at: datetime | None = None  # of a hold this change granted
 
 
 @dataclass
@@ -65,6 +68,7 @@ class SlotTransaction:
     now: datetime  # PostgreSQL's now(): the one clock that decides
     mirror_stale: bool = False
     changes: list[Change] = field(default_factory=list)
+    version: int = 0  # the slot's version once this transaction's changes are counted
     # Holds granted in this transaction, each to be expired when due: (booking, fence, expiry).
     holds_granted: list[tuple[UUID, int, datetime]] = field(default_factory=list)
     queue_joined: bool = False
@@ -93,6 +97,7 @@ class SlotTransaction:
         *,
         reason: str | None = None,
         fence: int | None = None,
+        position: int | None = None,
     ) -> None:
         """Write one audit row, in this transaction, for a change already made."""
         await self.conn.execute_query(
@@ -100,7 +105,7 @@ class SlotTransaction:
             " VALUES ($1, $2, $3, $4, $5, $6, $7)",
             [booking_id, from_state, to_state, event.value, actor, reason, fence],
         )
-        self.changes.append(Change(str(booking_id), from_state, to_state, event.value))
+        self.changes.append(Change(str(booking_id), from_state, to_state, event.value, position))
         self.mirror_stale = True
 
     async def queue_position(self, queue_seq: int) -> int:
@@ -167,7 +172,7 @@ class SlotTransaction:
         )
         for row in lapsed:
             self.changes.append(
-                Change(str(row["booking_id"]), BookingState.PENDING, _LAPSED_IN_QUEUE, "lapse")
+                Change(str(row["booking_id"]), BookingState.PENDING, _LAPSED_IN_QUEUE, "lapse", 1)
             )
         self.waiting = 0
         self.mirror_stale = True
@@ -209,7 +214,10 @@ class SlotTransaction:
             self.taken.append(unit)
             self.waiting -= 1
             self.holds_granted.append((booking_id, int(row["fence"]), expires_at))
-            self.changes.append(Change(str(booking_id), BookingState.PENDING, _PROMOTED, "promote"))
+            # Each promotion takes the head of the queue as it stands at that moment.
+            self.changes.append(
+                Change(str(booking_id), BookingState.PENDING, _PROMOTED, "promote", 1, expires_at)
+            )
             self.mirror_stale = True
 
     async def sync_mirror(self) -> None:
@@ -278,6 +286,12 @@ async def slot_transaction(
                 now=row["db_now"],
             )
             yield tx
+            if tx.changes:
+                bumped = await tx.fetch_one(
+                    "UPDATE slots SET version = version + 1 WHERE id = $1 RETURNING version", slot_id
+                )
+                assert bumped is not None
+                tx.version = int(bumped["version"])
             if tx.mirror_stale:
                 await tx.sync_mirror()
     except BaseException:
@@ -304,7 +318,7 @@ async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
         async with engine.redis.pipeline(transaction=False) as pipe:
             engine.timers.add_to(pipe, schedules)
             if tx.changes:
-                pipe.publish(engine.channel(tx.slot_key), _announcement(tx.slot_key, tx.changes))
+                pipe.publish(engine.channel(tx.slot_key), _announcement(tx))
             await pipe.execute()
     except Exception:
         # Committed is committed: lazy expiry and the sweep still end these holds (later), and
@@ -319,13 +333,21 @@ async def _drop_mirror(engine: Engine, slot_id: str) -> None:
         log.exception("could not drop the Redis mirror of slot %s", slot_id)
 
 
-def _announcement(slot_id: str, changes: list[Change]) -> str:
+def _announcement(tx: SlotTransaction) -> str:
     return json.dumps(
         {
-            "slotId": slot_id,
+            "slotId": tx.slot_key,
+            "version": tx.version,
             "changes": [
-                {"bookingId": c.booking_id, "from": c.from_state, "to": c.to_state, "event": c.event}
-                for c in changes
+                {
+                    "bookingId": c.booking_id,
+                    "from": c.from_state,
+                    "to": c.to_state,
+                    "event": c.event,
+                    "position": c.position,
+                    "expiresAt": c.expires_at.isoformat() if c.expires_at else None,
+                }
+                for c in tx.changes
             ],
         }
     )

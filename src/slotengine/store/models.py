@@ -15,6 +15,7 @@ class Slot(Model):
     hold_seconds = fields.IntField()
     closed = fields.BooleanField(default=False)
     fence = fields.BigIntField(default=0)
+    version = fields.BigIntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
