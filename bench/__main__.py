@@ -6,9 +6,9 @@ import asyncio
 import logging
 import sys
 
-from bench import expiry, reserve
+from bench import expiry, fanout, reserve
 
-SCENARIOS = {"reserve": reserve.run, "expiry": expiry.run}
+SCENARIOS = {"reserve": reserve.run, "expiry": expiry.run, "fanout": fanout.run}
 
 
 def main(argv: list[str]) -> int:

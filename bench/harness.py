@@ -72,6 +72,7 @@ async def bench_engine(*, workers: int = 0) -> AsyncIterator[tuple[Engine, Setti
                     children.append(_spawn(["worker", "--workers", "1"], env))
                 children.append(_spawn(["scheduler"], env))
                 await _wait_for_workers(engine, settings, workers)
+            os.environ.update({k: v for k, v in env.items() if k.startswith("SLOTENGINE_")})
             yield engine, settings
         finally:
             for child in children:
@@ -81,6 +82,11 @@ async def bench_engine(*, workers: int = 0) -> AsyncIterator[tuple[Engine, Setti
             await close_engine(engine)
             for server in reversed(servers):
                 server.stop()
+
+
+def spawn_api(port: int) -> subprocess.Popen[bytes]:
+    """A `slotengine serve` process on the benchmark's servers (call inside bench_engine)."""
+    return _spawn(["serve", "--port", str(port)], dict(os.environ))
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
