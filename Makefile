@@ -3,9 +3,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench schema clean
+# The browser tests drive Debian's Chromium (never a browser downloaded by Playwright).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-install: $(STAMP)
+.PHONY: install chromium run test lint bench schema clean
+
+install: $(STAMP) chromium
+
+chromium:
+	test -x $(CHROMIUM) || ($(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,4 +40,4 @@ schema: install
 	$(BIN)/slotengine schema > schema.graphql
 
 clean:
-	rm -rf $(VENV) .slotengine .pytest_cache
+	rm -rf $(VENV) .slotengine .pytest_cache .artifacts

@@ -69,6 +69,9 @@ def settings(database_url: str, redis_url: str) -> Settings:
         redis_prefix=f"test-{uuid.uuid4().hex[:8]}:",
         jwt_secret=TEST_JWT_SECRET,
         db_pool_size=30,
+        # The limit's code path runs in every reserve; its refusals are tested on their own.
+        reserve_rate_per_minute=100_000,
+        introspection=True,
     )
 
 

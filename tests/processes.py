@@ -27,6 +27,8 @@ def engine_env(settings: Settings) -> dict[str, str]:
         "SLOTENGINE_REDIS_PREFIX": settings.redis_prefix,
         "SLOTENGINE_JWT_SECRET": settings.jwt_secret,
         "SLOTENGINE_LOG_LEVEL": "warning",
+        "SLOTENGINE_RESERVE_RATE_PER_MINUTE": str(settings.reserve_rate_per_minute),
+        "SLOTENGINE_INTROSPECTION": str(settings.introspection).lower(),
     }
 
 

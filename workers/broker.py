@@ -6,6 +6,7 @@ from taskiq import TaskiqEvents, TaskiqState
 from taskiq_redis import RedisStreamBroker
 
 from slotengine.config import Settings, get_settings
+from slotengine.logs import configure_logging
 from slotengine.redis.keys import task_stream
 from slotengine.service.engine import close_engine, open_engine
 
@@ -29,6 +30,7 @@ def make_broker(settings: Settings) -> RedisStreamBroker:
     @broker.on_event(TaskiqEvents.WORKER_STARTUP)
     async def open_resources(state: TaskiqState) -> None:
         assert settings.database_url and settings.redis_url, "worker needs both URLs"
+        configure_logging(settings.log_level, settings.log_format)
         state.engine = await open_engine(
             settings, database_url=settings.database_url, redis_url=settings.redis_url
         )

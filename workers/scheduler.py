@@ -14,6 +14,7 @@ from taskiq import TaskiqScheduler
 from taskiq.kicker import AsyncKicker
 
 from slotengine.config import Settings
+from slotengine.logs import configure_logging
 from slotengine.redis.keys import schedule_keys
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.timers import SWEEP_TASK
@@ -59,7 +60,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
 
 def main(settings: Settings) -> int:
     """Run the scheduler in the foreground until SIGINT or SIGTERM."""
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings.log_level, settings.log_format)
 
     async def serve() -> None:
         stop = asyncio.Event()

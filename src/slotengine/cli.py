@@ -22,8 +22,10 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from slotengine.api.app import create_app
+    from slotengine.logs import configure_logging
 
     _need_urls(settings)
+    configure_logging(settings.log_level, settings.log_format)
     # Per-message deflate costs more CPU than it saves on small GraphQL messages, and
     # fan-out multiplies that cost by the number of listeners.
     uvicorn.run(

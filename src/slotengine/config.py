@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,7 +30,23 @@ class Settings(BaseSettings):
     jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32, description="HS256 key, 32+ bytes")
     token_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     db_pool_size: int = Field(default=20, gt=0)
+    redis_pool_size: int = Field(default=100, gt=0, description="Redis connections per process")
     log_level: str = "info"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object a line with slot and booking ids; text"
+    )
+    introspection: bool = Field(
+        default=False,
+        description="answer schema introspection (dev turns it on; clients can use schema.graphql)",
+    )
+    max_body_bytes: int = Field(default=64 * 1024, gt=0, description="largest HTTP request body accepted")
+    reserve_rate_per_minute: int = Field(
+        default=120, ge=0, description="reserveSlot calls one holder may make per minute; 0 = no limit"
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins allowed to open WebSockets besides the API's own (JSON list)",
+    )
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
     scheduler_tick_seconds: float = Field(default=0.01, gt=0, description="timer polling period")
 

@@ -41,6 +41,10 @@ class Supervisor:
                 **os.environ,
                 "SLOTENGINE_DATABASE_URL": database_url,
                 "SLOTENGINE_REDIS_URL": redis_url,
+                # A terminal reads text more easily; set SLOTENGINE_LOG_FORMAT=json to override.
+                "SLOTENGINE_LOG_FORMAT": os.environ.get("SLOTENGINE_LOG_FORMAT", "text"),
+                # GraphiQL's docs and completion need introspection; production leaves it off.
+                "SLOTENGINE_INTROSPECTION": os.environ.get("SLOTENGINE_INTROSPECTION", "true"),
             }
             self._spawn(
                 "api", ["serve", "--host", self.settings.host, "--port", str(self.settings.port)], env

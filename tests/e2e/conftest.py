@@ -19,6 +19,12 @@ from slotengine.embedded import free_port
 from slotengine.service.engine import Engine
 from tests.conftest import TEST_JWT_SECRET
 from tests.deadlines import eventually
+from tests.e2e.browser import (  # noqa: F401 (fixtures)
+    artifacts,
+    browsers,
+    chromium,
+    chromium_executable,
+)
 from tests.processes import kill_tree, spawn, wait_for_consumers, wait_for_scheduler
 
 BOOKING_FIELDS = """

@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -20,14 +21,14 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
-from slotengine.api import explorer
+from slotengine.api import board, explorer, operations
 from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.api.context import Context
-from slotengine.api.schema import schema
+from slotengine.api.guards import BodySizeLimit, origin_allowed
+from slotengine.api.schema import build_schema
 from slotengine.config import Settings
 from slotengine.service.engine import Engine, close_engine, open_engine
 from slotengine.service.events import EventHub
-from slotengine.store.database import connection
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class SlotengineGraphQL(GraphQL[Context, None]):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
-            schema,
+            build_schema(introspection=settings.introspection),
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             max_subscriptions_per_connection=20,
         )
@@ -75,11 +76,16 @@ def _unauthenticated(reason: str) -> Response:
 class _AuthenticatedGraphQL:
     """Reads the bearer token of an HTTP request before GraphQL runs; a bad one is a 401."""
 
-    def __init__(self, graphql: SlotengineGraphQL, secret: str) -> None:
+    def __init__(self, graphql: SlotengineGraphQL, settings: Settings) -> None:
         self.graphql = graphql
-        self.secret = secret
+        self.secret = settings.jwt_secret
+        self.allowed_origins = settings.allowed_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not origin_allowed(Headers(scope=scope), self.allowed_origins):
+            # Closing before accepting answers the handshake with HTTP 403.
+            await send({"type": "websocket.close", "code": 4403, "reason": "origin not allowed"})
+            return
         if scope["type"] == "http":
             try:
                 caller = caller_from_header(self.secret, Headers(scope=scope).get("authorization"))
@@ -95,22 +101,7 @@ def create_app(settings: Settings) -> Starlette:
     if not settings.database_url or not settings.redis_url:
         raise ValueError("SLOTENGINE_DATABASE_URL and SLOTENGINE_REDIS_URL must be set")
     database_url, redis_url = settings.database_url, settings.redis_url
-    graphql = _AuthenticatedGraphQL(SlotengineGraphQL(settings), settings.jwt_secret)
-
-    async def healthz(request: Request) -> Response:
-        checks: dict[str, str] = {}
-        try:
-            await connection().execute_query("SELECT 1")
-            checks["postgres"] = "ok"
-        except Exception as exc:
-            checks["postgres"] = f"down: {type(exc).__name__}"
-        try:
-            await request.app.state.engine.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"down: {type(exc).__name__}"
-        healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse(checks, status_code=200 if healthy else 503)
+    graphql = _AuthenticatedGraphQL(SlotengineGraphQL(settings), settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -124,9 +115,14 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[
+            Route("/", board.page),
+            Mount(board.ASSET_PREFIX, StaticFiles(directory=board.ASSETS), name="board-assets"),
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
-            Route("/healthz", healthz),
+            # Both check PostgreSQL and Redis: /healthz for what exists, /readyz for orchestrators.
+            Route("/healthz", operations.readiness),
+            Route("/readyz", operations.readiness),
+            Route("/metrics", operations.metrics_page),
             Mount(
                 explorer.ASSET_PREFIX,
                 StaticFiles(directory=explorer.VENDOR, check_dir=False),
@@ -134,4 +130,8 @@ def create_app(settings: Settings) -> Starlette:
             ),
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(operations.RequestTiming),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        ],
     )

@@ -63,6 +63,11 @@ class IdempotencyKeyReused(Error):
     idempotency_key: str
 
 
+@strawberry.type
+class RateLimited(Error):
+    retry_after_seconds: float
+
+
 def error_member(exc: domain.DomainError) -> Any:
     """The GraphQL member that tells the client what `exc` means."""
     match exc:
@@ -88,4 +93,6 @@ def error_member(exc: domain.DomainError) -> Any:
             return InvalidTransition(message=exc.message, from_state=exc.from_state, event=exc.event)
         case domain.IdempotencyKeyReused():
             return IdempotencyKeyReused(message=exc.message, idempotency_key=exc.key)
+        case domain.RateLimited():
+            return RateLimited(message=exc.message, retry_after_seconds=exc.retry_after_seconds)
     raise TypeError(f"no GraphQL member for {exc!r}")  # pragma: no cover

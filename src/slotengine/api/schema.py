@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -26,21 +27,40 @@ from slotengine.api.errors import (
     InvalidTransition,
     NotAuthorized,
     NotHolder,
+    RateLimited,
     SlotClosed,
     SlotNotFound,
     ValidationError,
     error_member,
 )
-from slotengine.api.types import Booking, CreateSlotInput, QueuePosition, Slot
+from slotengine.api.shared_events import SharedEventExecutor, shared_slot
+from slotengine.api.types import (
+    Booking,
+    CreateSlotInput,
+    CreateSlotsInput,
+    QueuePosition,
+    Slot,
+    SlotBatch,
+)
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
-from slotengine.service import live, queries, reservations
+from slotengine.domain.recurrence import RecurrencePattern
+from slotengine.service import live, queries, reservations, slot_generation
 
 T = TypeVar("T")
 
 CreateSlotResult = Annotated[Slot | ValidationError | NotAuthorized, strawberry.union("CreateSlotResult")]
+CreateSlotsResult = Annotated[
+    SlotBatch | ValidationError | NotAuthorized, strawberry.union("CreateSlotsResult")
+]
 ReserveSlotResult = Annotated[
-    Booking | SlotNotFound | SlotClosed | IdempotencyKeyReused | ValidationError | NotAuthorized,
+    Booking
+    | SlotNotFound
+    | SlotClosed
+    | IdempotencyKeyReused
+    | ValidationError
+    | NotAuthorized
+    | RateLimited,
     strawberry.union("ReserveSlotResult"),
 ]
 ConfirmBookingResult = Annotated[
@@ -134,6 +154,28 @@ class Mutation:
         return await _answer(lambda: queries.create_slot(ctx.engine, ctx.require_caller(), spec), Slot.of)
 
     @strawberry.mutation(
+        description="Create the slots of a weekly pattern in one go, all or none (admins only)."
+    )
+    async def create_slots(self, info: Info, input: CreateSlotsInput) -> CreateSlotsResult:
+        pattern = RecurrencePattern(
+            resource=input.resource,
+            time_zone=input.time_zone,
+            first_date=input.first_date,
+            last_date=input.last_date,
+            weekdays=frozenset(input.weekdays),
+            window_start=input.window_start,
+            window_end=input.window_end,
+            slot_minutes=input.slot_minutes,
+            every_minutes=input.every_minutes,
+            capacity=input.capacity,
+            hold_seconds=input.hold_seconds,
+        )
+        ctx = info.context
+        return await _answer(
+            lambda: slot_generation.create_slots(ctx.engine, ctx.require_caller(), pattern), SlotBatch.of
+        )
+
+    @strawberry.mutation(
         description="Hold a unit of the slot (RESERVED) or join its queue (PENDING). "
         "The same idempotencyKey replays the first answer."
     )
@@ -189,7 +231,7 @@ class Subscription:
     @strawberry.subscription(description="The slot now, then after every change, in order.")
     async def slot_status(self, info: Info, slot_id: strawberry.ID) -> AsyncGenerator[Slot, None]:
         ctx = info.context
-        async for slot in _live(live.watch_slot(ctx.engine, ctx.hub, str(slot_id)), Slot.of):
+        async for slot in _live(live.watch_slot(ctx.engine, ctx.hub, str(slot_id)), shared_slot):
             yield slot
 
     @strawberry.subscription(
@@ -217,19 +259,36 @@ def _is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-def build_schema() -> strawberry.Schema:
-    """The schema with parse and validation caches and the query-shape limits on."""
+def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
+    """Parse and validation caches, the query-shape limits, error masking; introspection if asked."""
     # Factories: each request gets fresh extension state; the parse and validation caches
     # live at module level in Strawberry, shared by all requests.
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: ParserCache(maxsize=1000),
         lambda: ValidationCache(maxsize=1000),
+        # Introspection fields are exempt (GraphiQL's own query is deeper); today's types nest
+        # three levels, so this guards types that will refer to each other.
         lambda: QueryDepthLimiter(max_depth=10),
         lambda: MaxAliasesLimiter(max_alias_count=30),
         lambda: MaxTokensLimiter(max_token_count=2000),
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal error."),
     ]
-    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return extensions
 
 
+def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+    """The engine's schema with its edge extensions."""
+    extensions = edge_extensions(introspection=introspection)
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        execution_context_class=SharedEventExecutor,
+    )
+
+
+# The full schema: what `slotengine schema` exports. Apps build theirs from their settings.
 schema = build_schema()

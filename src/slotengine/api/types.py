@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time
 
 import strawberry
 
+from slotengine.domain.recurrence import Weekday
 from slotengine.domain.states import BookingState
 from slotengine.service import queries
 from slotengine.service.views import BookingView, QueuePositionView, SlotView, TransitionView
 
 strawberry.enum(BookingState, name="BookingState")
+strawberry.enum(Weekday, name="Weekday")
 
 
 @strawberry.type
@@ -42,6 +44,16 @@ class Slot:
             queue_length=view.queue_length,
             closed=view.closed,
         )
+
+
+@strawberry.type(description="The slots one createSlots call made, in start order.")
+class SlotBatch:
+    count: int
+    slots: list[Slot]
+
+    @classmethod
+    def of(cls, views: list[SlotView]) -> SlotBatch:
+        return cls(count=len(views), slots=[Slot.of(v) for v in views])
 
 
 @strawberry.type
@@ -120,5 +132,27 @@ class CreateSlotInput:
     resource: str
     starts_at: datetime
     ends_at: datetime
+    capacity: int = 1
+    hold_seconds: int = 120
+
+
+@strawberry.input(
+    description="A weekly pattern on timeZone's wall clock: on each chosen weekday from firstDate to "
+    "lastDate (inclusive), a slot of slotMinutes starts every everyMinutes from windowStart, as long as "
+    "it ends by windowEnd. Local times hold across daylight-saving changes: a start the clock skips is "
+    "left out, one the clock reads twice is made once (at its first reading)."
+)
+class CreateSlotsInput:
+    resource: str
+    time_zone: str = strawberry.field(description="IANA time zone name, e.g. 'Europe/Berlin'.")
+    first_date: date
+    last_date: date
+    weekdays: list[Weekday]
+    window_start: time = strawberry.field(description="Local wall-clock time, e.g. '09:00'.")
+    window_end: time = strawberry.field(description="Local wall-clock time after windowStart, e.g. '17:00'.")
+    slot_minutes: int
+    every_minutes: int | None = strawberry.field(
+        default=None, description="Minutes from one slot's start to the next; defaults to slotMinutes."
+    )
     capacity: int = 1
     hold_seconds: int = 120

@@ -74,3 +74,9 @@ class IdempotencyKeyReused(DomainError):
     def __init__(self, key: str) -> None:
         super().__init__(f"idempotency key {key!r} was already used for another request")
         self.key = key
+
+
+class RateLimited(DomainError):
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__(f"too many reservations; try again in {retry_after_seconds:.0f} s")
+        self.retry_after_seconds = retry_after_seconds

@@ -12,6 +12,7 @@ from slotengine.domain.errors import ValidationError
 
 T = TypeVar("T")
 
+DEFAULT_CAPACITY = 1
 DEFAULT_HOLD_SECONDS = 120
 MAX_HOLD_SECONDS = 24 * 3600
 MAX_CAPACITY = 10_000
@@ -36,17 +37,27 @@ class SlotSpec:
 
 def validate_slot(spec: SlotSpec) -> None:
     """Raise ValidationError naming the first field of `spec` a slot cannot have."""
-    if not spec.resource.strip():
-        raise ValidationError("resource", "must not be empty")
-    if len(spec.resource) > MAX_RESOURCE_LENGTH:
-        raise ValidationError("resource", f"must be at most {MAX_RESOURCE_LENGTH} characters")
+    validate_resource(spec.resource)
     if spec.starts_at.tzinfo is None or spec.ends_at.tzinfo is None:
         raise ValidationError("startsAt", "timestamps need a time zone offset")
     if spec.ends_at <= spec.starts_at:
         raise ValidationError("endsAt", "must be after startsAt")
-    if not 1 <= spec.capacity <= MAX_CAPACITY:
+    validate_terms(spec.capacity, spec.hold_seconds)
+
+
+def validate_resource(resource: str) -> None:
+    """Raise ValidationError unless `resource` can name what a slot books."""
+    if not resource.strip():
+        raise ValidationError("resource", "must not be empty")
+    if len(resource) > MAX_RESOURCE_LENGTH:
+        raise ValidationError("resource", f"must be at most {MAX_RESOURCE_LENGTH} characters")
+
+
+def validate_terms(capacity: int, hold_seconds: int) -> None:
+    """Raise ValidationError unless a slot may have this many units and holds this long."""
+    if not 1 <= capacity <= MAX_CAPACITY:
         raise ValidationError("capacity", f"must be between 1 and {MAX_CAPACITY}")
-    if not 1 <= spec.hold_seconds <= MAX_HOLD_SECONDS:
+    if not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
         raise ValidationError("holdSeconds", f"must be between 1 and {MAX_HOLD_SECONDS}")
 
 

@@ -48,3 +48,13 @@ def schedule_keys(prefix: str) -> ScheduleKeys:
 def task_stream(prefix: str) -> str:
     """The Redis stream Taskiq's broker carries tasks on."""
     return f"{prefix}tasks"
+
+
+def expiry_lateness_key(prefix: str) -> str:
+    """The hash holding the engine-wide expiry lateness histogram (bucket -> count, sum, count)."""
+    return f"{prefix}metrics:expiry_lateness"
+
+
+def reserve_rate_key(prefix: str, holder: str, window: int) -> str:
+    """The counter of one holder's reserveSlot calls in one rate-limit window."""
+    return f"{prefix}rate:reserve:{holder}:{window}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -25,6 +26,21 @@ class LuaScript:
         except NoScriptError:
             await redis.script_load(self.source)
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run_many(self, redis: Redis, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the script once per (keys, args), all in one pipelined round trip."""
+        try:
+            return await self._pipelined(redis, calls)
+        except NoScriptError:
+            # Redis lost the script before the pipeline arrived, so every call failed alike.
+            await redis.script_load(self.source)
+            return await self._pipelined(redis, calls)
+
+    async def _pipelined(self, redis: Redis, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            return list(await pipe.execute())
 
     def __repr__(self) -> str:
         return f"LuaScript({self.name!r}, sha={self.sha[:8]})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from slotengine.config import Settings
 from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
@@ -20,6 +20,7 @@ class Engine:
     redis: Redis
     prefix: str
     timers: Timers
+    reserve_rate_per_minute: int = 0  # per holder; 0 = no limit
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)
@@ -31,13 +32,20 @@ class Engine:
 async def open_engine(settings: Settings, *, database_url: str, redis_url: str) -> Engine:
     """Open the database pool and a Redis client for this process."""
     await open_database(database_url, settings.db_pool_size)
-    return engine_on(Redis.from_url(redis_url, decode_responses=True), settings.redis_prefix)
+    # A burst of requests waits for a free connection instead of failing once the pool is in use.
+    pool = BlockingConnectionPool.from_url(
+        redis_url, decode_responses=True, max_connections=settings.redis_pool_size, timeout=10
+    )
+    redis = Redis.from_pool(pool)
+    return engine_on(redis, settings.redis_prefix, reserve_rate_per_minute=settings.reserve_rate_per_minute)
 
 
-def engine_on(redis: Redis, prefix: str) -> Engine:
+def engine_on(redis: Redis, prefix: str, *, reserve_rate_per_minute: int = 0) -> Engine:
     """An engine over an open Redis client (the database pool is opened separately)."""
     source = DueTimeScheduleSource(redis, schedule_keys(prefix))
-    return Engine(redis=redis, prefix=prefix, timers=Timers(source))
+    return Engine(
+        redis=redis, prefix=prefix, timers=Timers(source), reserve_rate_per_minute=reserve_rate_per_minute
+    )
 
 
 async def close_engine(engine: Engine) -> None:

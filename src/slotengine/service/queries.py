@@ -60,15 +60,30 @@ async def create_slot(engine: Engine, caller: Caller, spec: policy.SlotSpec) -> 
 async def _counts(engine: Engine, slot: Slot) -> _Counts:
     """The slot's counts from Redis; settles the slot first if a hold lapsed or Redis forgot it."""
     keys = engine.keys(str(slot.id)).all()
-    for _ in range(2):
+    for attempt in range(2):
         status = await scripts.slot_status(engine.redis, keys, [_now_ms()])
         if status[0] != "MISSING":
             _, confirmed, live, lapsed, waiting, _ = status
             started = policy.queue_has_lapsed(slot.starts_at, datetime.now(slot.starts_at.tzinfo))
             if not lapsed and not (waiting and started):
                 return _Counts(held=live, confirmed=confirmed, waiting=waiting)
+        elif attempt:
+            # Settled yet still not mirrored: the slot ended long enough ago that its mirror
+            # expires as soon as it is written.
+            return await _database_counts(slot.id)
         await settle_slot(engine, slot.id)
     return _Counts(held=live, confirmed=confirmed, waiting=waiting)
+
+
+async def _database_counts(slot_id: UUID) -> _Counts:
+    rows = await connection().execute_query_dict(
+        "SELECT count(*) FILTER (WHERE state = 'RESERVED' AND expires_at > now()) AS held,"
+        " count(*) FILTER (WHERE state IN ('CONFIRMED', 'COMPLETED')) AS confirmed,"
+        " count(*) FILTER (WHERE state = 'PENDING') AS waiting"
+        " FROM bookings WHERE slot_id = $1",
+        [slot_id],
+    )
+    return _Counts(held=rows[0]["held"], confirmed=rows[0]["confirmed"], waiting=rows[0]["waiting"])
 
 
 def _slot_view(slot: Slot, counts: _Counts) -> SlotView:

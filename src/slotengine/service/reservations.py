@@ -22,9 +22,11 @@ from slotengine.domain.errors import (
     ValidationError,
 )
 from slotengine.domain.states import BookingState, Event, Role, transition
+from slotengine.metrics import RESERVATIONS
 from slotengine.redis import scripts
 from slotengine.service.bookings import booking_view, load_booking_row, parse_booking_id
 from slotengine.service.engine import Engine
+from slotengine.service.rate_limit import take_reserve_turn
 from slotengine.service.slot_transaction import Change, SlotTransaction, epoch_ms, slot_transaction
 from slotengine.service.views import BookingView, Caller
 from slotengine.store.database import connection
@@ -44,14 +46,28 @@ def parse_slot_id(raw: str) -> UUID:
 
 async def reserve_slot(engine: Engine, caller: Caller, slot_id: str, key: str) -> BookingView:
     """Hold a unit of the slot, or queue for one; the same caller and key replay the answer."""
+    try:
+        booking, replayed = await _reserve_once(engine, caller, slot_id, key)
+    except DomainError as refusal:
+        RESERVATIONS.labels(type(refusal).__name__).inc()
+        raise
+    if replayed:
+        RESERVATIONS.labels("replayed").inc()
+    else:
+        RESERVATIONS.labels("held" if booking.state is BookingState.RESERVED else "queued").inc()
+    return booking
+
+
+async def _reserve_once(engine: Engine, caller: Caller, slot_id: str, key: str) -> tuple[BookingView, bool]:
+    await take_reserve_turn(engine, caller.holder)
     policy.validate_idempotency_key(key)
     slot_uuid = parse_slot_id(slot_id)
     for _ in range(3):
         replay = await _replay(engine, caller, slot_uuid, key)
         if replay is not None:
-            return replay
+            return replay, True
         try:
-            return await _reserve(engine, caller, slot_uuid, key)
+            return await _reserve(engine, caller, slot_uuid, key), False
         except IntegrityError as exc:
             # A concurrent request with the same key on another slot committed first: replay
             # now finds it. Any other integrity error is a bug and must surface.

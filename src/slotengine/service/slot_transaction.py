@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +23,9 @@ from tortoise.transactions import in_transaction
 from slotengine.domain import policy
 from slotengine.domain.errors import SlotNotFound
 from slotengine.domain.states import BookingState, Event, Role, transition
+from slotengine.metrics import lateness_fields
 from slotengine.redis import scripts
+from slotengine.redis.keys import expiry_lateness_key
 from slotengine.service.engine import Engine
 from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
 
@@ -72,6 +74,8 @@ class SlotTransaction:
     # Holds granted in this transaction, each to be expired when due: (booking, fence, expiry).
     holds_granted: list[tuple[UUID, int, datetime]] = field(default_factory=list)
     queue_joined: bool = False
+    # Seconds from expiresAt to this transaction's clock, for each hold it found lapsed.
+    expiry_lateness: list[float] = field(default_factory=list)
     # Snapshot taken by settle() and kept current by this transaction's own changes.
     taken: list[int] = field(default_factory=list)
     waiting: int = 0
@@ -129,12 +133,13 @@ class SlotTransaction:
             "WITH lapsed AS ("
             "  UPDATE bookings SET state = $2, unit = NULL, updated_at = now()"
             "  WHERE slot_id = $1 AND state = 'RESERVED' AND expires_at <= now()"
-            "  RETURNING id, fence),"
+            "  RETURNING id, fence, EXTRACT(EPOCH FROM clock_timestamp() - expires_at) AS late),"
             " audit AS ("
             "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
             "  SELECT id, 'RESERVED', $2, $3, $4, fence FROM lapsed RETURNING booking_id)"
             " SELECT"
             "  ARRAY(SELECT booking_id FROM audit) AS expired,"
+            "  ARRAY(SELECT late FROM lapsed) AS lateness,"
             "  ARRAY(SELECT unit FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL"
             "        AND id NOT IN (SELECT id FROM lapsed)) AS taken,"
             "  (SELECT count(*) FROM bookings WHERE slot_id = $1 AND state = 'PENDING') AS waiting",
@@ -146,6 +151,7 @@ class SlotTransaction:
         assert row is not None
         self.taken = list(row["taken"])
         self.waiting = int(row["waiting"])
+        self.expiry_lateness = [float(seconds) for seconds in row["lateness"]]
         for booking_id in row["expired"]:
             self.changes.append(Change(str(booking_id), BookingState.RESERVED, _EXPIRED_BY_TTL, "expire"))
         if row["expired"]:
@@ -240,17 +246,45 @@ class SlotTransaction:
         await scripts.sync_slot(
             self.engine.redis,
             self.engine.keys(self.slot_key).all(),
-            [
-                self.capacity,
-                settled,
-                int(self.closed),
-                epoch_ms(self.ends_at + _MIRROR_GRACE),
-                len(holds) // 2,
-                *holds,
-                *queue,
-            ],
+            _mirror_args(self.capacity, settled, self.closed, self.ends_at, holds, queue),
         )
         self.mirror_stale = False
+
+
+def _mirror_args(
+    capacity: int, settled: int, closed: bool, ends_at: datetime, holds: list[Any], queue: list[Any]
+) -> list[Any]:
+    """sync_slot.lua's ARGV: holds and queue are flat (score, booking id) pairs."""
+    return [
+        capacity,
+        settled,
+        int(closed),
+        epoch_ms(ends_at + _MIRROR_GRACE),
+        len(holds) // 2,
+        *holds,
+        *queue,
+    ]
+
+
+async def mirror_new_slots(engine: Engine, slots: Sequence[tuple[UUID, int, datetime]]) -> None:
+    """Write the mirrors of unbooked, open slots given as (id, capacity, ends_at), in one round trip."""
+    calls = [
+        (engine.keys(str(slot_id)).all(), _mirror_args(capacity, 0, False, ends_at, [], []))
+        for slot_id, capacity, ends_at in slots
+    ]
+    await scripts.sync_slot.run_many(engine.redis, calls)
+
+
+async def drop_mirrors(engine: Engine, slot_ids: Sequence[UUID]) -> None:
+    """Forget the mirrors of these slots (they are rebuilt from the database on next use)."""
+    try:
+        async with engine.redis.pipeline(transaction=False) as pipe:
+            for slot_id in slot_ids:
+                # One DEL per slot: a slot's keys share a cluster hash slot, different slots do not.
+                pipe.delete(*engine.keys(str(slot_id)).all())
+            await pipe.execute()
+    except Exception:  # the next use rebuilds them either way
+        log.exception("could not drop the Redis mirrors of %d slots", len(slot_ids))
 
 
 @contextlib.asynccontextmanager
@@ -308,7 +342,16 @@ class SlotBusy(Exception):
 
 
 async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
-    """Set the timers and announce the changes, in one round trip to Redis."""
+    """Log and announce the changes and set the timers, in one round trip to Redis."""
+    for change in tx.changes:
+        log.info(
+            "booking %s %s -> %s (%s)",
+            change.booking_id,
+            change.from_state or "new",
+            change.to_state,
+            change.event,
+            extra={"slot_id": tx.slot_key, "booking_id": change.booking_id, "event": change.event},
+        )
     schedules = [expire_hold_schedule(*hold) for hold in tx.holds_granted]
     if tx.queue_joined:
         schedules.append(settle_slot_schedule(tx.slot_id, tx.starts_at))
@@ -319,6 +362,9 @@ async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
             engine.timers.add_to(pipe, schedules)
             if tx.changes:
                 pipe.publish(engine.channel(tx.slot_key), _announcement(tx))
+            lateness_key = expiry_lateness_key(engine.prefix)
+            for name, increment in lateness_fields(tx.expiry_lateness).items():
+                pipe.hincrbyfloat(lateness_key, name, increment)
             await pipe.execute()
     except Exception:
         # Committed is committed: lazy expiry and the sweep still end these holds (later), and

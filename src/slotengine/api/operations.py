@@ -1,0 +1,87 @@
+"""What operators scrape and probe: /metrics, /healthz and /readyz, and request timing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from slotengine import metrics
+from slotengine.redis.keys import expiry_lateness_key
+from slotengine.service.engine import Engine
+from slotengine.store.database import connection
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+async def readiness(request: Request) -> Response:
+    """200 when PostgreSQL and Redis both answer, else 503 naming what is down."""
+    engine: Engine = request.app.state.engine
+    postgres, redis = await asyncio.gather(
+        _check(connection().execute_query("SELECT 1")), _check(engine.redis.ping())
+    )
+    checks = {"postgres": postgres, "redis": redis}
+    healthy = all(v == "ok" for v in checks.values())
+    return JSONResponse(checks, status_code=200 if healthy else 503)
+
+
+async def _check(probe: object) -> str:
+    try:
+        await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)  # type: ignore[arg-type]
+    except Exception as exc:
+        return f"down: {type(exc).__name__}"
+    return "ok"
+
+
+async def metrics_page(request: Request) -> Response:
+    """Prometheus' text format; engine-wide figures are read when scraped."""
+    engine: Engine = request.app.state.engine
+    rows = await connection().execute_query_dict(
+        "SELECT state, count(*) AS n FROM bookings WHERE state IN ('RESERVED', 'PENDING') GROUP BY state"
+    )
+    counts = {row["state"]: int(row["n"]) for row in rows}
+    metrics.ACTIVE_HOLDS.set(counts.get("RESERVED", 0))
+    metrics.QUEUE_LENGTH.set(counts.get("PENDING", 0))
+    metrics.EXPIRY_LATENESS.update(await engine.redis.hgetall(expiry_lateness_key(engine.prefix)))
+    return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class RequestTiming:
+    """Observes each HTTP request's latency, labelled by route template (not by raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            metrics.REQUEST_LATENCY.labels(_route(scope), scope["method"], str(status)).observe(
+                time.perf_counter() - began
+            )
+
+
+def _route(scope: Scope) -> str:
+    """The matching route's path template, so that ids in paths do not explode the labels."""
+    app = scope.get("app")
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", scope["path"]))
+    return "unmatched"
