@@ -7,6 +7,7 @@ check where the compose plugin is installed.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 from pathlib import Path
@@ -131,15 +132,16 @@ def test_every_variable_an_engine_service_gets_is_explained_in_a_comment(
 
 @pytest.mark.parametrize("name", list(SUBCOMMANDS))
 def test_the_environment_makes_valid_settings_naming_this_files_servers(
-    services: dict[str, dict[str, Any]], name: str
+    services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Read the way the container reads them: as environment variables (lists arrive as JSON).
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
     environment: dict[str, Any] = services[name]["environment"]
-    values = {
-        SETTING_VARIABLES[key]: _with_defaults(str(value))
-        for key, value in environment.items()
-        if key in SETTING_VARIABLES and not _REQUIRED.search(str(value))
-    }
-    settings = Settings.model_validate(values)
+    for key, value in environment.items():
+        if key in SETTING_VARIABLES and not _REQUIRED.search(str(value)):
+            monkeypatch.setenv(key, _with_defaults(str(value)))
+    settings = Settings()
     assert settings.database_url and settings.redis_url, f"{name} would start embedded servers"
     assert urlsplit(settings.database_url).hostname == "postgres"
     assert urlsplit(settings.redis_url).hostname == "redis"
