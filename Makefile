@@ -7,13 +7,18 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install chromium run test lint bench schema clean
+.PHONY: install chromium faketime run test lint bench schema clean
 
-install: $(STAMP) chromium
+install: $(STAMP) chromium faketime
 
 chromium:
 	test -x $(CHROMIUM) || ($(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
+# The clock-skew tests start engine processes under Debian's libfaketime (LD_PRELOAD).
+faketime:
+	test -n "$(wildcard /usr/lib/*/faketime/libfaketime.so.1)" || ($(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -2,21 +2,54 @@
 
 from __future__ import annotations
 
-from taskiq import TaskiqEvents, TaskiqState
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+
+from redis import exceptions as redis_errors
+from taskiq import AckableMessage, TaskiqEvents, TaskiqState
 from taskiq_redis import RedisStreamBroker
 
 from slotengine.config import Settings, get_settings
 from slotengine.logs import configure_logging
+from slotengine.redis.connection import reconnecting
 from slotengine.redis.keys import task_stream
 from slotengine.service.engine import close_engine, open_engine
 
+log = logging.getLogger(__name__)
+
 # A message a dead worker took and never acknowledged goes to another worker after this long.
 UNACKED_REDELIVERY_MS = 30_000
+RECONNECT_PAUSE_SECONDS = 0.5
+
+
+class ResilientStreamBroker(RedisStreamBroker):
+    """A stream broker whose workers outlive a Redis restart or flush."""
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        # Taskiq's own listener ends at the first connection error, or at NOGROUP once a
+        # restarted Redis has forgotten the stream and its group: its worker process dies.
+        while True:
+            try:
+                async for message in super().listen():
+                    yield message
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+                log.warning("task stream unreachable (%s): reconnecting", exc)
+                await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
+            except redis_errors.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost the stream (restart without persistence, flush): declare it again.
+                log.warning("task stream or its consumer group is gone: declaring them again")
+                try:
+                    await self._declare_consumer_group()
+                except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+                    await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
 
 
 def make_broker(settings: Settings) -> RedisStreamBroker:
     """A broker on the settings' Redis; workers open the engine when they start."""
-    broker = RedisStreamBroker(
+    broker = ResilientStreamBroker(
         url=settings.redis_url or "redis://127.0.0.1:6379/0",
         queue_name=task_stream(settings.redis_prefix),
         consumer_group_name=f"{settings.redis_prefix}workers",
@@ -25,6 +58,7 @@ def make_broker(settings: Settings) -> RedisStreamBroker:
         idle_timeout=UNACKED_REDELIVERY_MS,
         xread_block=1000,
         maxlen=100_000,
+        retry=reconnecting(),
     )
 
     @broker.on_event(TaskiqEvents.WORKER_STARTUP)

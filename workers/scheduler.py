@@ -1,5 +1,6 @@
-"""The timer scheduler: sends due one-off schedules to the broker within milliseconds, and
-kicks the backstop sweep every few seconds. Several may run at once: claims are atomic."""
+"""The timer scheduler: sends due one-off schedules to the broker within milliseconds, kicks
+the backstop sweep every few seconds, and has the timers set again from PostgreSQL when Redis
+lost them. Several may run at once: claims are atomic."""
 
 from __future__ import annotations
 
@@ -10,18 +11,22 @@ import signal
 import time
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from taskiq import TaskiqScheduler
+from taskiq.exceptions import BrokerError
 from taskiq.kicker import AsyncKicker
 
 from slotengine.config import Settings
 from slotengine.logs import configure_logging
-from slotengine.redis.keys import schedule_keys
+from slotengine.redis.connection import reconnecting
+from slotengine.redis.keys import schedule_keys, timers_armed_key
 from slotengine.scheduling.source import DueTimeScheduleSource
-from slotengine.service.timers import SWEEP_TASK
+from slotengine.service.timers import REARM_TIMERS_TASK, SWEEP_TASK
 from workers.broker import make_broker
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
+REDIS_RETRY_SECONDS = 0.5
 
 
 def heartbeat_key(prefix: str) -> str:
@@ -32,27 +37,44 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Send due schedules until `stop` is set."""
     assert settings.redis_url, "the scheduler needs SLOTENGINE_REDIS_URL"
     broker = make_broker(settings)
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = Redis.from_url(settings.redis_url, decode_responses=True, retry=reconnecting())
     source = DueTimeScheduleSource(redis, schedule_keys(settings.redis_prefix))
     scheduler = TaskiqScheduler(broker, [source])
     await scheduler.startup()
     sweep: AsyncKicker[[], int] = AsyncKicker(SWEEP_TASK, broker, {})
+    rearm: AsyncKicker[[], int] = AsyncKicker(REARM_TIMERS_TASK, broker, {})
+    armed = timers_armed_key(settings.redis_prefix)
     next_sweep = next_beat = time.monotonic()
     try:
         while not stop.is_set():
-            # A burst of holds lapsing together is sent at once, not one after another.
-            due = await source.get_schedules()
-            if due:
-                await asyncio.gather(*(scheduler.on_ready(source, task) for task in due))
-            now = time.monotonic()
-            if now >= next_sweep:
-                await sweep.kiq()
-                next_sweep = now + settings.sweep_interval_seconds
-            if now >= next_beat:
-                await redis.set(heartbeat_key(settings.redis_prefix), str(time.time()), ex=HEARTBEAT_SECONDS)
-                next_beat = now + 1
+            pause = settings.scheduler_tick_seconds
+            try:
+                # A burst of holds lapsing together is sent at once, not one after another.
+                due = await source.get_schedules()
+                if due:
+                    await asyncio.gather(*(scheduler.on_ready(source, task) for task in due))
+                now = time.monotonic()
+                if now >= next_sweep:
+                    await sweep.kiq()
+                    next_sweep = now + settings.sweep_interval_seconds
+                if now >= next_beat:
+                    await redis.set(
+                        heartbeat_key(settings.redis_prefix), str(time.time()), ex=HEARTBEAT_SECONDS
+                    )
+                    # A Redis that lost its data lost every timer with it: have a worker set them
+                    # again from PostgreSQL (the sweep alone would end those holds seconds late).
+                    # Marked only once sent; several schedulers may send it, which is harmless.
+                    if not await redis.exists(armed):
+                        await rearm.kiq()
+                        await redis.set(armed, "1")
+                    next_beat = now + 1
+            except (RedisError, BrokerError) as exc:
+                # Redis restarting or unreachable (the broker wraps its errors in BrokerError):
+                # keep trying. Timers it lost are re-armed (and swept) once it answers again.
+                log.warning("scheduler cannot reach Redis (%s): retrying", exc)
+                pause = REDIS_RETRY_SECONDS
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.scheduler_tick_seconds)
+                await asyncio.wait_for(stop.wait(), pause)
     finally:
         await scheduler.shutdown()
         await redis.aclose()

@@ -9,7 +9,7 @@ from taskiq import TaskiqDepends, TaskiqState
 from slotengine.service import expiry
 from slotengine.service.engine import Engine
 from slotengine.service.reservations import settle_slot as settle
-from slotengine.service.timers import EXPIRE_HOLD_TASK, SETTLE_SLOT_TASK, SWEEP_TASK
+from slotengine.service.timers import EXPIRE_HOLD_TASK, REARM_TIMERS_TASK, SETTLE_SLOT_TASK, SWEEP_TASK
 from workers.broker import broker
 
 
@@ -34,3 +34,9 @@ async def settle_slot(slot_id: str, state: TaskiqState = TaskiqDepends()) -> Non
 async def sweep(state: TaskiqState = TaskiqDepends()) -> int:
     """The backstop: settle every slot a lost or late timer left unsettled."""
     return await expiry.sweep(_engine(state))
+
+
+@broker.task(task_name=REARM_TIMERS_TASK)
+async def rearm_timers(state: TaskiqState = TaskiqDepends()) -> int:
+    """Set every live booking's timers again after Redis lost them."""
+    return await expiry.rearm_timers(_engine(state))

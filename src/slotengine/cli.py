@@ -39,6 +39,7 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 
 
 def _worker(settings: Settings, workers: int) -> int:
+    from taskiq.cli.common_args import LogLevel
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
 
@@ -47,7 +48,8 @@ def _worker(settings: Settings, workers: int) -> int:
         broker="workers.broker:broker",
         modules=["workers.tasks"],
         workers=workers,
-        log_level=settings.log_level.upper(),  # type: ignore[arg-type]
+        # Taskiq logs every task it runs at INFO (the sweep alone every 2 s): only from DEBUG on.
+        log_level=LogLevel.DEBUG if settings.log_level.lower() == "debug" else LogLevel.WARNING,
         shutdown_timeout=10,
     )
     return run_worker(args) or 0

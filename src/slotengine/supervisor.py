@@ -119,6 +119,7 @@ class Supervisor:
             "",
             "slotengine is running",
             f"  GraphiQL:     {base}/graphql",
+            f"  slot board:   {base}/",
             f"  health:       {base}/healthz",
             f"  admin token:  {admin}",
             f"  user token (alice): {user}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -82,6 +82,14 @@ def test_closed_or_started_slots_refuse_reservations() -> None:
         ({"hold_seconds": 0}, "holdSeconds"),
         ({"hold_seconds": 86_401}, "holdSeconds"),
         ({"starts_at": datetime(2030, 1, 1, 9, 0)}, "startsAt"),
+        ({"ends_at": datetime(2030, 1, 1, 9, 30)}, "endsAt"),
+        # Found by fuzzing: PostgreSQL keeps datetime.min/max as -infinity/infinity and hands them
+        # back naive; an offset can push the year out of datetime's range.
+        ({"starts_at": datetime.min.replace(tzinfo=UTC)}, "startsAt"),
+        ({"ends_at": datetime.max.replace(tzinfo=UTC)}, "endsAt"),
+        ({"starts_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))}, "startsAt"),
+        ({"resource": "dr-lee\x00"}, "resource"),
+        ({"resource": "dr-\ud800"}, "resource"),
     ],
 )
 def test_slot_validation_names_the_bad_field(overrides: dict[str, object], field: str) -> None:
@@ -94,8 +102,32 @@ def test_a_well_formed_slot_passes() -> None:
     policy.validate_slot(spec(capacity=3, hold_seconds=86_400))
 
 
-@pytest.mark.parametrize("key", ["", "k" * 201])
-def test_idempotency_keys_must_be_1_to_200_characters(key: str) -> None:
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        (("room\x00", None, None), "resource"),
+        ((None, datetime(2030, 1, 1), None), "startsAfter"),
+        ((None, None, datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))), "startsBefore"),
+    ],
+)
+def test_slot_filters_the_store_cannot_compare_are_refused(
+    filters: tuple[str | None, datetime | None, datetime | None], field: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        policy.validate_slot_filter(*filters)
+    assert refused.value.field == field
+
+
+def test_reasons_must_be_storable() -> None:
+    policy.validate_reason(None)
+    policy.validate_reason("plans changed \u00e9\U0001f600")
+    for reason in ("\x00", "a\ud800"):
+        with pytest.raises(ValidationError):
+            policy.validate_reason(reason)
+
+
+@pytest.mark.parametrize("key", ["", "k" * 201, "k\x00", "\udfff"])
+def test_idempotency_keys_must_be_1_to_200_storable_characters(key: str) -> None:
     with pytest.raises(ValidationError):
         policy.validate_idempotency_key(key)
 

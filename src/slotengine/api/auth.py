@@ -28,7 +28,14 @@ def issue_token(secret: str, holder: str, *, admin: bool = False, ttl_seconds: i
 def read_token(secret: str, token: str) -> Caller:
     """The caller a token names, or InvalidToken saying why not."""
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
+        # `iat` is the issuer's clock: checking it against ours would refuse every fresh token on
+        # a server whose clock is behind. Validity is `exp` (a token lives hours, skew minutes).
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "exp"], "verify_iat": False},
+        )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("the token has expired") from None
     except jwt.InvalidTokenError as exc:

@@ -87,6 +87,11 @@ async def _answer(call: Callable[[], Awaitable[T]], present: Callable[[T], Any])
         return error_member(refusal)
 
 
+def _refused(refusal: DomainError) -> GraphQLError:
+    """A refusal where no union can carry it (a list read, a subscription): an error coded with its name."""
+    return GraphQLError(refusal.message, extensions={"code": type(refusal).__name__})
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="A slot with its live counts; null when there is no such slot.")
@@ -104,14 +109,17 @@ class Query:
         only_available: bool = False,
         first: int = 50,
     ) -> list[Slot]:
-        views = await queries.list_slots(
-            info.context.engine,
-            resource,
-            starts_after,
-            starts_before,
-            only_available,
-            max(1, min(first, MAX_PAGE)),
-        )
+        try:
+            views = await queries.list_slots(
+                info.context.engine,
+                resource,
+                starts_after,
+                starts_before,
+                only_available,
+                max(1, min(first, MAX_PAGE)),
+            )
+        except DomainError as refusal:
+            raise _refused(refusal) from None
         return [Slot.of(v) for v in views]
 
     @strawberry.field(description="A booking of yours (any booking, for an admin).")
@@ -223,7 +231,7 @@ async def _live(updates: AsyncIterator[T], present: Callable[[T], Any]) -> Async
         async for update in updates:
             yield present(update)
     except DomainError as refusal:
-        raise GraphQLError(refusal.message, extensions={"code": type(refusal).__name__}) from None
+        raise _refused(refusal) from None
 
 
 @strawberry.type

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
@@ -19,6 +19,10 @@ MAX_CAPACITY = 10_000
 MAX_RESOURCE_LENGTH = 200
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 MAX_REASON_LENGTH = 500
+# Far from datetime's limits, where the database driver reads timestamps back as PostgreSQL's
+# +-infinity (naive datetime.max/min) and a day of arithmetic overflows.
+EARLIEST_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class Admission(StrEnum):
@@ -38,11 +42,32 @@ class SlotSpec:
 def validate_slot(spec: SlotSpec) -> None:
     """Raise ValidationError naming the first field of `spec` a slot cannot have."""
     validate_resource(spec.resource)
-    if spec.starts_at.tzinfo is None or spec.ends_at.tzinfo is None:
-        raise ValidationError("startsAt", "timestamps need a time zone offset")
+    validate_instant("startsAt", spec.starts_at)
+    validate_instant("endsAt", spec.ends_at)
     if spec.ends_at <= spec.starts_at:
         raise ValidationError("endsAt", "must be after startsAt")
     validate_terms(spec.capacity, spec.hold_seconds)
+
+
+def validate_instant(field: str, moment: datetime) -> None:
+    """Raise ValidationError unless `moment` is an instant with an offset, 1900 to 9999 (UTC)."""
+    if moment.utcoffset() is None:
+        raise ValidationError(field, "timestamps need a time zone offset")
+    if not EARLIEST_INSTANT <= moment <= LATEST_INSTANT:
+        raise ValidationError(
+            field, f"must be between {EARLIEST_INSTANT.isoformat()} and {LATEST_INSTANT.isoformat()}"
+        )
+
+
+def validate_text(field: str, text: str) -> None:
+    """Raise ValidationError unless PostgreSQL can store `text` as it is (no NUL, valid UTF-8)."""
+    if "\x00" in text:
+        raise ValidationError(field, "must not contain NUL characters")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValidationError(field, "must be valid Unicode (no lone surrogates)") from None
 
 
 def validate_resource(resource: str) -> None:
@@ -51,6 +76,19 @@ def validate_resource(resource: str) -> None:
         raise ValidationError("resource", "must not be empty")
     if len(resource) > MAX_RESOURCE_LENGTH:
         raise ValidationError("resource", f"must be at most {MAX_RESOURCE_LENGTH} characters")
+    validate_text("resource", resource)
+
+
+def validate_slot_filter(
+    resource: str | None, starts_after: datetime | None, starts_before: datetime | None
+) -> None:
+    """Raise ValidationError naming the first filter of a slot listing the store cannot compare."""
+    if resource is not None:
+        validate_text("resource", resource)
+    if starts_after is not None:
+        validate_instant("startsAfter", starts_after)
+    if starts_before is not None:
+        validate_instant("startsBefore", starts_before)
 
 
 def validate_terms(capacity: int, hold_seconds: int) -> None:
@@ -65,12 +103,16 @@ def validate_idempotency_key(key: str) -> None:
     """Raise ValidationError unless `key` is a usable idempotency key."""
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise ValidationError("idempotencyKey", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    validate_text("idempotencyKey", key)
 
 
 def validate_reason(reason: str | None) -> None:
-    """Raise ValidationError when a cancellation reason is too long to keep."""
-    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+    """Raise ValidationError when a cancellation reason is too long, or text PostgreSQL cannot keep."""
+    if reason is None:
+        return
+    if len(reason) > MAX_REASON_LENGTH:
         raise ValidationError("reason", f"must be at most {MAX_REASON_LENGTH} characters")
+    validate_text("reason", reason)
 
 
 def admit(capacity: int, occupied: int, waiting: int) -> Admission:

@@ -45,6 +45,11 @@ def schedule_keys(prefix: str) -> ScheduleKeys:
     return ScheduleKeys(due=f"{tag}:due", tasks=f"{tag}:tasks", claimed=f"{tag}:claimed")
 
 
+def timers_armed_key(prefix: str) -> str:
+    """Present while Redis still holds the timers it was given; gone after a restart or flush."""
+    return f"{prefix}{{schedule}}:armed"
+
+
 def task_stream(prefix: str) -> str:
     """The Redis stream Taskiq's broker carries tasks on."""
     return f"{prefix}tasks"
@@ -55,6 +60,6 @@ def expiry_lateness_key(prefix: str) -> str:
     return f"{prefix}metrics:expiry_lateness"
 
 
-def reserve_rate_key(prefix: str, holder: str, window: int) -> str:
-    """The counter of one holder's reserveSlot calls in one rate-limit window."""
-    return f"{prefix}rate:reserve:{holder}:{window}"
+def reserve_rate_key(prefix: str, holder: str) -> str:
+    """The counter of one holder's reserveSlot calls in the current rate-limit window."""
+    return f"{prefix}rate:reserve:{holder}"

@@ -18,29 +18,39 @@ class LuaScript:
         self.name = name
         self.source = (resources.files("slotengine.redis") / f"{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.reloads = 0  # calls that found the script missing (restart, SCRIPT FLUSH)
 
     async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:
         """Run the script; a Redis that lost its script cache (restart, SCRIPT FLUSH) gets it again."""
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await redis.script_load(self.source)
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            # EVAL sends the source and caches it in one step: a flush between a SCRIPT LOAD
+            # and the next EVALSHA cannot make this call fail again.
+            self.reloads += 1
+            return await redis.eval(self.source, len(keys), *keys, *args)
 
     async def run_many(self, redis: Redis, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run the script once per (keys, args), all in one pipelined round trip."""
-        try:
-            return await self._pipelined(redis, calls)
-        except NoScriptError:
-            # Redis lost the script before the pipeline arrived, so every call failed alike.
-            await redis.script_load(self.source)
-            return await self._pipelined(redis, calls)
-
-    async def _pipelined(self, redis: Redis, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         async with redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self.sha, len(keys), *keys, *args)
-            return list(await pipe.execute())
+            results = list(await pipe.execute(raise_on_error=False))
+        # A pipeline is not atomic: a flush can land between its calls, so only some may have
+        # found the script missing. Only those run again; the others ran once already.
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            self.reloads += len(missing)
+            async with redis.pipeline(transaction=False) as pipe:
+                for i in missing:
+                    keys, args = calls[i]
+                    pipe.eval(self.source, len(keys), *keys, *args)
+                for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                    results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
     def __repr__(self) -> str:
         return f"LuaScript({self.name!r}, sha={self.sha[:8]})"
@@ -51,3 +61,4 @@ sync_slot = LuaScript("sync_slot")
 slot_status = LuaScript("slot_status")
 queue_position = LuaScript("queue_position")
 claim_due = LuaScript("claim_due")
+take_turn = LuaScript("take_turn")

@@ -3,13 +3,13 @@
 Taskiq's stock sources are read once a second at best; this one is a Redis sorted set by due
 time, claimed atomically (claim_due.lua), so a scheduler polling every few milliseconds sends
 each task once and on time. A claim that is never acknowledged (the scheduler died between
-claiming and sending) becomes due again when its lease ends.
+claiming and sending) becomes due again when its lease ends. Due times are compared with
+Redis' clock, never with a scheduler's own: every scheduler then agrees on what is due.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,6 +17,7 @@ from redis.asyncio.client import Pipeline
 from taskiq import ScheduledTask, ScheduleSource
 
 from slotengine.redis import scripts
+from slotengine.redis.clock import redis_now_ms
 from slotengine.redis.keys import ScheduleKeys
 
 CLAIM_LEASE_MS = 30_000
@@ -44,8 +45,18 @@ class DueTimeScheduleSource(ScheduleSource):
         """Queue the commands that add `schedule` on a pipeline the caller executes."""
         if schedule.time is None:
             raise ValueError("DueTimeScheduleSource only holds one-off schedules (time=...)")
+        self._add_at(pipe, schedule, _epoch_ms(schedule.time))
+
+    async def add_schedule_in(self, schedule: ScheduledTask, delay: timedelta) -> None:
+        """Store the task due `delay` from now by Redis' clock (whatever `schedule.time` says)."""
+        due_ms = await redis_now_ms(self.redis) + int(delay.total_seconds() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self._add_at(pipe, schedule, due_ms)
+            await pipe.execute()
+
+    def _add_at(self, pipe: Pipeline, schedule: ScheduledTask, due_ms: int) -> None:
         pipe.hset(self.keys.tasks, schedule.schedule_id, schedule.model_dump_json())
-        pipe.zadd(self.keys.due, {schedule.schedule_id: _epoch_ms(schedule.time)})
+        pipe.zadd(self.keys.due, {schedule.schedule_id: due_ms})
 
     async def delete_schedule(self, schedule_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -56,10 +67,7 @@ class DueTimeScheduleSource(ScheduleSource):
 
     async def get_schedules(self) -> list[ScheduledTask]:
         """Claim and return the schedules due now; each is handed to one caller only."""
-        now_ms = int(time.time() * 1000)
-        flat: list[Any] = await scripts.claim_due(
-            self.redis, self.keys.all(), [now_ms, CLAIM_LEASE_MS, CLAIM_BATCH]
-        )
+        flat: list[Any] = await scripts.claim_due(self.redis, self.keys.all(), [CLAIM_LEASE_MS, CLAIM_BATCH])
         return [ScheduledTask.model_validate_json(flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def post_send(self, task: ScheduledTask) -> None:
@@ -68,10 +76,14 @@ class DueTimeScheduleSource(ScheduleSource):
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest schedule is due (0 when overdue), None when none is."""
-        first = await self.redis.zrange(self.keys.due, 0, 0, withscores=True)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(self.keys.due, 0, 0, withscores=True)
+            pipe.time()
+            first, (seconds, microseconds) = await pipe.execute()
         if not first:
             return None
-        return max(0.0, (float(first[0][1]) - time.time() * 1000) / 1000)
+        now_ms = int(seconds) * 1000 + int(microseconds) / 1000
+        return max(0.0, (float(first[0][1]) - now_ms) / 1000)
 
     async def pending(self) -> int:
         """How many schedules wait (due later, or claimed and not yet sent)."""

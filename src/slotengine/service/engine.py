@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from slotengine.config import Settings
+from slotengine.redis.connection import reconnecting
 from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.timers import Timers
@@ -34,7 +35,11 @@ async def open_engine(settings: Settings, *, database_url: str, redis_url: str) 
     await open_database(database_url, settings.db_pool_size)
     # A burst of requests waits for a free connection instead of failing once the pool is in use.
     pool = BlockingConnectionPool.from_url(
-        redis_url, decode_responses=True, max_connections=settings.redis_pool_size, timeout=10
+        redis_url,
+        decode_responses=True,
+        max_connections=settings.redis_pool_size,
+        timeout=10,
+        retry=reconnecting(),
     )
     redis = Redis.from_pool(pool)
     return engine_on(redis, settings.redis_prefix, reserve_rate_per_minute=settings.reserve_rate_per_minute)

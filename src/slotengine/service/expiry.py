@@ -13,12 +13,14 @@ from uuid import UUID
 from slotengine.domain.states import BookingState
 from slotengine.service.bookings import load_booking_row
 from slotengine.service.engine import Engine
-from slotengine.service.slot_transaction import SlotBusy, slot_transaction
+from slotengine.service.slot_transaction import SlotBusy, retry_conflicts, slot_transaction
+from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
 from slotengine.store.database import connection
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 200
+REARM_BATCH = 1_000
 
 
 class ExpiryOutcome(StrEnum):
@@ -27,6 +29,7 @@ class ExpiryOutcome(StrEnum):
     NOT_DUE = "not-due"  # PostgreSQL's clock says the hold still lives: re-armed
 
 
+@retry_conflicts
 async def expire_hold(engine: Engine, booking_id: UUID, fence: int) -> ExpiryOutcome:
     """Expire the hold `fence` of the booking if it lapsed, and offer the unit to the queue."""
     row = await load_booking_row(booking_id)
@@ -39,8 +42,11 @@ async def expire_hold(engine: Engine, booking_id: UUID, fence: int) -> ExpiryOut
         after = await tx.fetch_one("SELECT state, fence, expires_at FROM bookings WHERE id = $1", booking_id)
     assert after is not None
     if after["state"] == BookingState.RESERVED and after["fence"] == fence:
-        # Our clock ran ahead of PostgreSQL's: try again when PostgreSQL agrees it is due.
-        await engine.timers.expire_hold_at(booking_id, fence, after["expires_at"])
+        # The timer fired before PostgreSQL's clock reached expiresAt (Redis' clock, which times
+        # it, runs ahead): re-arm for the time PostgreSQL says is left, counted on Redis' clock,
+        # so an offset between the two clocks costs one early run, never a loop of them.
+        remaining = after["expires_at"] - tx.now
+        await engine.timers.expire_hold_after(booking_id, fence, after["expires_at"], remaining)
         return ExpiryOutcome.NOT_DUE
     return ExpiryOutcome.STALE
 
@@ -58,16 +64,40 @@ async def slots_needing_settlement(limit: int = SWEEP_BATCH) -> list[UUID]:
     return [r["slot_id"] for r in rows]
 
 
+@retry_conflicts
+async def _settle_unless_busy(engine: Engine, slot_id: UUID) -> bool:
+    async with slot_transaction(engine, slot_id, skip_locked=True) as tx:
+        await tx.settle()
+    return bool(tx.changes)
+
+
 async def sweep(engine: Engine) -> int:
     """Settle every slot that needs it and nobody is settling now; returns how many it settled."""
     settled = 0
     for slot_id in await slots_needing_settlement():
         try:
-            async with slot_transaction(engine, slot_id, skip_locked=True) as tx:
-                await tx.settle()
+            settled += await _settle_unless_busy(engine, slot_id)
         except SlotBusy:
             continue  # whoever holds the lock settles it first
-        settled += bool(tx.changes)
     if settled:
         log.info("sweep settled %d slots", settled)
     return settled
+
+
+async def rearm_timers(engine: Engine) -> int:
+    """Set again from PostgreSQL every timer a live booking needs; returns how many."""
+    # Run when Redis lost its data (restart without persistence, flush): the holds' expiry and
+    # the queues' lapse timers went with it. Setting a timer twice is harmless (same id).
+    holds = await connection().execute_query_dict(
+        "SELECT id, fence, expires_at FROM bookings WHERE state = 'RESERVED'"
+    )
+    queues = await connection().execute_query_dict(
+        "SELECT DISTINCT s.id, s.starts_at FROM slots s JOIN bookings b ON b.slot_id = s.id"
+        " WHERE b.state = 'PENDING'"
+    )
+    schedules = [expire_hold_schedule(r["id"], int(r["fence"]), r["expires_at"]) for r in holds]
+    schedules += [settle_slot_schedule(r["id"], r["starts_at"]) for r in queues]
+    for start in range(0, len(schedules), REARM_BATCH):
+        await engine.timers.add_all(schedules[start : start + REARM_BATCH])
+    log.info("re-armed %d timers from PostgreSQL", len(schedules))
+    return len(schedules)

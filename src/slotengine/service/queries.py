@@ -5,7 +5,6 @@ Reads expire lapsed holds lazily: a hold is dead at expiresAt whether or not a w
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +14,7 @@ from slotengine.domain import policy
 from slotengine.domain.errors import NotAuthorized
 from slotengine.domain.states import BookingState
 from slotengine.redis import scripts
+from slotengine.redis.clock import redis_now
 from slotengine.service.bookings import booking_view, load_booking_row
 from slotengine.service.engine import Engine
 from slotengine.service.reservations import settle_slot
@@ -34,10 +34,6 @@ class _Counts:
     held: int
     confirmed: int
     waiting: int
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def create_slot(engine: Engine, caller: Caller, spec: policy.SlotSpec) -> SlotView:
@@ -61,10 +57,12 @@ async def _counts(engine: Engine, slot: Slot) -> _Counts:
     """The slot's counts from Redis; settles the slot first if a hold lapsed or Redis forgot it."""
     keys = engine.keys(str(slot.id)).all()
     for attempt in range(2):
-        status = await scripts.slot_status(engine.redis, keys, [_now_ms()])
+        status = await scripts.slot_status(engine.redis, keys, [])
         if status[0] != "MISSING":
             _, confirmed, live, lapsed, waiting, _ = status
-            started = policy.queue_has_lapsed(slot.starts_at, datetime.now(slot.starts_at.tzinfo))
+            # Redis' clock, not this process's: a clock minutes behind would show a started
+            # slot's queue for minutes. Asked only when someone waits.
+            started = bool(waiting) and policy.queue_has_lapsed(slot.starts_at, await redis_now(engine.redis))
             if not lapsed and not (waiting and started):
                 return _Counts(held=live, confirmed=confirmed, waiting=waiting)
         elif attempt:
@@ -122,6 +120,7 @@ async def list_slots(
     first: int,
 ) -> list[SlotView]:
     """Slots in start order, optionally for one resource, a time window, or with a free unit."""
+    policy.validate_slot_filter(resource, starts_after, starts_before)
     query = Slot.all().order_by("starts_at", "id")
     if resource is not None:
         query = query.filter(resource=resource)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from slotengine.domain.errors import RateLimited
+from slotengine.redis import scripts
 from slotengine.redis.keys import reserve_rate_key
 from slotengine.service.engine import Engine
 
@@ -16,12 +15,9 @@ async def take_reserve_turn(engine: Engine, holder: str) -> None:
     limit = engine.reserve_rate_per_minute
     if limit <= 0:
         return
-    now = time.time()
-    window = int(now // WINDOW_SECONDS)
-    key = reserve_rate_key(engine.prefix, holder, window)
-    async with engine.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, WINDOW_SECONDS + 1)
-        calls, _ = await pipe.execute()
+    # The window is timed by Redis alone: API processes with skewed clocks share one count.
+    calls, left_ms = await scripts.take_turn(
+        engine.redis, [reserve_rate_key(engine.prefix, holder)], [WINDOW_SECONDS * 1000]
+    )
     if int(calls) > limit:
-        raise RateLimited(retry_after_seconds=(window + 1) * WINDOW_SECONDS - now)
+        raise RateLimited(retry_after_seconds=int(left_ms) / 1000)

@@ -27,7 +27,13 @@ from slotengine.redis import scripts
 from slotengine.service.bookings import booking_view, load_booking_row, parse_booking_id
 from slotengine.service.engine import Engine
 from slotengine.service.rate_limit import take_reserve_turn
-from slotengine.service.slot_transaction import Change, SlotTransaction, epoch_ms, slot_transaction
+from slotengine.service.slot_transaction import (
+    Change,
+    SlotTransaction,
+    epoch_ms,
+    retry_conflicts,
+    slot_transaction,
+)
 from slotengine.service.views import BookingView, Caller
 from slotengine.store.database import connection
 
@@ -92,6 +98,7 @@ async def _replay(engine: Engine, caller: Caller, slot_id: UUID, key: str) -> Bo
     return booking
 
 
+@retry_conflicts
 async def _reserve(engine: Engine, caller: Caller, slot_id: UUID, key: str) -> BookingView:
     async with slot_transaction(engine, slot_id) as tx:
         await tx.settle()
@@ -223,6 +230,7 @@ async def _mirror_admission(tx: SlotTransaction, row: dict[str, Any], position: 
     tx.mirror_stale = True
 
 
+@retry_conflicts
 async def confirm_booking(engine: Engine, caller: Caller, booking_id: str) -> BookingView:
     """Turn the caller's live hold into a confirmed booking; PostgreSQL's clock decides."""
     row = await _accessible_booking(caller, booking_id)
@@ -259,6 +267,7 @@ async def _confirm(tx: SlotTransaction, caller: Caller, booking_id: UUID) -> Dom
     return updated
 
 
+@retry_conflicts
 async def cancel_booking(engine: Engine, caller: Caller, booking_id: str, reason: str | None) -> BookingView:
     """Cancel a waiting, held or confirmed booking; a freed unit goes to the head of the queue."""
     policy.validate_reason(reason)
@@ -275,6 +284,7 @@ async def cancel_booking(engine: Engine, caller: Caller, booking_id: str, reason
     return booking_view(outcome, None)
 
 
+@retry_conflicts
 async def complete_booking(engine: Engine, caller: Caller, booking_id: str) -> BookingView:
     """Mark a confirmed booking as served (admins only)."""
     if not caller.admin:
@@ -332,6 +342,7 @@ async def _accessible_booking(caller: Caller, booking_id: str) -> dict[str, Any]
     return row
 
 
+@retry_conflicts
 async def settle_slot(engine: Engine, slot_id: UUID) -> None:
     """Expire what has lapsed, promote the queue and rebuild the slot's Redis mirror."""
     async with slot_transaction(engine, slot_id) as tx:

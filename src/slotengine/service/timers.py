@@ -6,7 +6,7 @@ They are one-off Taskiq schedules; workers run them. None of them is needed for 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from redis.asyncio.client import Pipeline
@@ -17,6 +17,7 @@ from slotengine.scheduling.source import DueTimeScheduleSource
 EXPIRE_HOLD_TASK = "slotengine.expire_hold"
 SETTLE_SLOT_TASK = "slotengine.settle_slot"
 SWEEP_TASK = "slotengine.sweep"
+REARM_TIMERS_TASK = "slotengine.rearm_timers"
 
 
 def expire_hold_schedule(booking_id: UUID, fence: int, expires_at: datetime) -> ScheduledTask:
@@ -52,8 +53,20 @@ class Timers:
     async def expire_hold_at(self, booking_id: UUID, fence: int, expires_at: datetime) -> None:
         await self.source.add_schedule(expire_hold_schedule(booking_id, fence, expires_at))
 
+    async def expire_hold_after(
+        self, booking_id: UUID, fence: int, expires_at: datetime, remaining: timedelta
+    ) -> None:
+        """Expire this hold `remaining` from now, counted on Redis' clock (re-arming an early timer)."""
+        await self.source.add_schedule_in(expire_hold_schedule(booking_id, fence, expires_at), remaining)
+
     async def settle_slot_at(self, slot_id: UUID, when: datetime) -> None:
         await self.source.add_schedule(settle_slot_schedule(slot_id, when))
+
+    async def add_all(self, schedules: list[ScheduledTask]) -> None:
+        """Set many schedules in one round trip (re-arming timers a Redis restart lost)."""
+        async with self.source.redis.pipeline(transaction=False) as pipe:
+            self.add_to(pipe, schedules)
+            await pipe.execute()
 
     def add_to(self, pipe: Pipeline, schedules: list[ScheduledTask]) -> None:
         """Queue several schedules on the caller's pipeline (one round trip after a commit)."""
