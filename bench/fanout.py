@@ -132,3 +132,5 @@ async def _scenario(engine: object, port: int) -> None:
     assert len(commit_times) == CHANGES, commit_times
     latencies = [(r[c] - commit_times[c]) * 1000 for r in received for c in range(CHANGES)]
     print(summary(f"commit -> delivery, {LISTENERS} listeners", latencies))
+    slowest = [max((r[c] - commit_times[c]) * 1000 for r in received) for c in range(CHANGES)]
+    print("last delivery of each change (ms):", " ".join(f"{v:.0f}" for v in slowest))

@@ -41,7 +41,7 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -65,6 +65,7 @@ from schemathesis.schemas import APIOperation
 from slotengine.domain.errors import DomainError
 from slotengine.domain.recurrence import Weekday
 from tests.e2e.conftest import ADMIN, GraphQL, token
+from tests.loop_bridge import Bridge
 
 T = TypeVar("T")
 
@@ -143,21 +144,6 @@ OPERATIONS: list[Operation] = [
 
 
 # --- driving the app from Hypothesis's thread ---------------------------------------------------
-
-
-class Bridge:
-    """Runs coroutines on the session loop from the thread Hypothesis runs in."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(CALL_TIMEOUT)
-        except TimeoutError:
-            future.cancel()
-            raise
 
 
 @dataclass
@@ -416,7 +402,7 @@ async def test_no_generated_request_trips_the_engine(
     gql: GraphQL, role: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     real = await seed(gql)
-    bridge = Bridge(asyncio.get_running_loop())
+    bridge = Bridge(asyncio.get_running_loop(), CALL_TIMEOUT)
     findings = Findings()
     started = perf_counter()
 
@@ -587,7 +573,7 @@ async def test_hostile_strings_in_variables_are_refused_not_tripped_over(
     gql: GraphQL, capsys: pytest.CaptureFixture[str]
 ) -> None:
     real = await seed(gql)
-    bridge = Bridge(asyncio.get_running_loop())
+    bridge = Bridge(asyncio.get_running_loop(), CALL_TIMEOUT)
     findings = Findings()
     started = perf_counter()
 
