@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -16,10 +16,14 @@ class Bridge:
         self.loop = loop
         self.timeout = timeout
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+    def run(self, awaitable: Awaitable[T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(_awaited(awaitable), self.loop)
         try:
             return future.result(self.timeout)
         except TimeoutError:
             future.cancel()
             raise
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
