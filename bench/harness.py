@@ -72,8 +72,17 @@ async def bench_engine(*, workers: int = 0) -> AsyncIterator[tuple[Engine, Setti
                     children.append(_spawn(["worker", "--workers", "1"], env))
                 children.append(_spawn(["scheduler"], env))
                 await _wait_for_workers(engine, settings, workers)
-            os.environ.update({k: v for k, v in env.items() if k.startswith("SLOTENGINE_")})
-            yield engine, settings
+            engine_env = {k: v for k, v in env.items() if k.startswith("SLOTENGINE_")}
+            before = {k: os.environ.get(k) for k in engine_env}
+            os.environ.update(engine_env)  # for spawn_api, during this scenario only
+            try:
+                yield engine, settings
+            finally:
+                for key, value in before.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
         finally:
             for child in children:
                 child.send_signal(signal.SIGTERM)
