@@ -19,6 +19,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from slotengine.api import gc_policy
 from slotengine.api.context import Info
 from slotengine.api.errors import (
     BookingNotFound,
@@ -227,11 +228,18 @@ class Mutation:
 
 async def _live(updates: AsyncIterator[T], present: Callable[[T], Any]) -> AsyncGenerator[Any, None]:
     """Stream a service watcher; a refusal ends the subscription with a coded GraphQL error."""
+    started = False
     try:
         async for update in updates:
             yield present(update)
+            if not started:  # the first answer is out: this listener is set up, and stays
+                started = True
+                gc_policy.POLICY.subscription_started()
     except DomainError as refusal:
         raise _refused(refusal) from None
+    finally:
+        if started:
+            gc_policy.POLICY.subscription_ended()
 
 
 @strawberry.type
