@@ -20,10 +20,13 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from slotengine.domain.states import BookingState
+from slotengine.service.ordering import VersionOrder
 
 log = logging.getLogger(__name__)
 
 LISTENER_BACKLOG = 256
+# How long an early announcement waits for the one before it; after that listeners re-read.
+GAP_WAIT_SECONDS = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,8 @@ class EventHub:
         self._lock = asyncio.Lock()
         self._confirmed: dict[str, asyncio.Event] = {}  # channel -> Redis confirmed SUBSCRIBE
         self._memo: dict[tuple[str, str], tuple[int, asyncio.Task[Any]]] = {}
+        self._order: dict[str, VersionOrder[SlotAnnouncement]] = {}  # slot id -> release order
+        self._gap_timers: dict[str, asyncio.TimerHandle] = {}
 
     @property
     def watched_slots(self) -> int:
@@ -128,6 +133,10 @@ class EventHub:
                 self._confirmed.pop(channel, None)
                 for key in [k for k in self._memo if k[0] == slot_id]:
                     del self._memo[key]
+                self._order.pop(slot_id, None)
+                timer = self._gap_timers.pop(slot_id, None)
+                if timer is not None:
+                    timer.cancel()
                 if self._pubsub is not None:
                     await self._pubsub.unsubscribe(channel)
 
@@ -157,8 +166,33 @@ class EventHub:
             except (ValueError, KeyError):
                 log.warning("ignoring a malformed announcement on %s", message["channel"])
                 continue
+            self._release(slot_id, self._order_of(slot_id).accept(announcement))
+
+    def _order_of(self, slot_id: str) -> VersionOrder[SlotAnnouncement]:
+        order = self._order.get(slot_id)
+        if order is None:
+            order = self._order[slot_id] = VersionOrder()
+        return order
+
+    def _release(self, slot_id: str, announcements: list[SlotAnnouncement]) -> None:
+        for announcement in announcements:
             for queue in list(self._listeners.get(slot_id, ())):
                 _deliver(queue, announcement)
+        order = self._order.get(slot_id)
+        timer = self._gap_timers.get(slot_id)
+        if order is not None and order.waiting and timer is None:
+            self._gap_timers[slot_id] = asyncio.get_running_loop().call_later(
+                GAP_WAIT_SECONDS, self._give_up, slot_id
+            )
+        elif (order is None or not order.waiting) and timer is not None:
+            timer.cancel()
+            del self._gap_timers[slot_id]
+
+    def _give_up(self, slot_id: str) -> None:
+        self._gap_timers.pop(slot_id, None)
+        order = self._order.get(slot_id)
+        if order is not None:
+            self._release(slot_id, order.give_up())
 
     async def shared(self, slot_id: str, name: str, version: int, load: Any) -> Any:
         """`load()` once per slot, name and version in this process, however many listeners ask."""
@@ -171,12 +205,16 @@ class EventHub:
         return await asyncio.shield(cached[1])
 
     def _broadcast_resync(self) -> None:
+        self._order.clear()  # whatever was held back may never be completed now
         for listeners in self._listeners.values():
             for queue in listeners:
                 _deliver(queue, Resync())
 
     async def close(self) -> None:
         """Stop reading and drop every subscription."""
+        for timer in self._gap_timers.values():
+            timer.cancel()
+        self._gap_timers.clear()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
