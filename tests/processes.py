@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
 import psutil
 from redis.asyncio import Redis
 
@@ -32,12 +33,21 @@ def engine_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def spawn(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+def spawn(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`slotengine <args>` on the suite's servers; `env` overrides settings for this process."""
     return subprocess.Popen(
         [sys.executable, "-m", "slotengine.cli", *args],
-        env=engine_env(settings),
+        env={**engine_env(settings), **(env or {})},
         stdin=subprocess.DEVNULL,
     )
+
+
+async def serving(http: httpx.AsyncClient, base: str) -> bool:
+    """Whether the API at `base` answers /healthz with 200 (PostgreSQL and Redis reachable)."""
+    try:
+        return (await http.get(f"{base}/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def kill_tree(process: subprocess.Popen[bytes], signum: int = signal.SIGKILL) -> None:

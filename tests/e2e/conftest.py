@@ -25,7 +25,7 @@ from tests.e2e.browser import (  # noqa: F401 (fixtures)
     chromium,
     chromium_executable,
 )
-from tests.processes import kill_tree, spawn, wait_for_consumers, wait_for_scheduler
+from tests.processes import kill_tree, serving, spawn, wait_for_consumers, wait_for_scheduler
 
 BOOKING_FIELDS = """
   __typename
@@ -181,7 +181,7 @@ async def api_processes(settings: Settings) -> AsyncIterator[list[ApiProcess]]:
         async with httpx.AsyncClient() as http:
             for port in ports:
                 await eventually(
-                    lambda port=port: _healthy(http, port),
+                    lambda port=port: serving(http, f"http://127.0.0.1:{port}"),
                     bool,
                     within=60,  # type: ignore[misc]
                 )
@@ -189,10 +189,3 @@ async def api_processes(settings: Settings) -> AsyncIterator[list[ApiProcess]]:
     finally:
         for process in running:
             kill_tree(process, signal.SIGTERM)
-
-
-async def _healthy(http: httpx.AsyncClient, port: int) -> bool:
-    try:
-        return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-    except httpx.HTTPError:
-        return False

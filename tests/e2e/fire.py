@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,7 @@ from slotengine.redis.keys import slot_keys
 from slotengine.store.database import create_database, migrate
 from tests.deadlines import eventually
 from tests.e2e.conftest import ADMIN, BOOKING_FIELDS
-from tests.processes import engine_env, kill_tree, wait_for_consumers, wait_for_scheduler
+from tests.processes import kill_tree, serving, spawn, wait_for_consumers, wait_for_scheduler
 
 MASKED = "Internal error."
 
@@ -119,14 +118,6 @@ class Stack:
             kill_tree(process, signal.SIGTERM)
 
 
-def _spawn(settings: Settings, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "slotengine.cli", *args],
-        env={**engine_env(settings), **env},
-        stdin=subprocess.DEVNULL,
-    )
-
-
 async def start_stack(
     settings: Settings,
     redis: Redis,
@@ -138,27 +129,20 @@ async def start_stack(
 ) -> Stack:
     """Start the processes and wait until each answers (APIs healthy, worker and scheduler seen)."""
     ports = [free_port() for _ in range(apis)]
-    processes = [_spawn(settings, api_env or {}, "serve", "--port", str(port)) for port in ports]
-    processes.append(_spawn(settings, worker_env or {}, "worker", "--workers", "1"))
-    processes.append(_spawn(settings, scheduler_env or {}, "scheduler"))
+    processes = [spawn(settings, "serve", "--port", str(port), env=api_env) for port in ports]
+    processes.append(spawn(settings, "worker", "--workers", "1", env=worker_env))
+    processes.append(spawn(settings, "scheduler", env=scheduler_env))
     stack = Stack(settings, [f"http://127.0.0.1:{port}" for port in ports], processes)
     try:
         async with httpx.AsyncClient(timeout=5) as http:
             for base in stack.apis:
-                await eventually(lambda base=base: _healthy(http, base), bool, within=60)  # type: ignore[misc]
+                await eventually(lambda base=base: serving(http, base), bool, within=60)  # type: ignore[misc]
         await wait_for_consumers(redis, settings, at_least=1)
         await wait_for_scheduler(redis, settings)
     except BaseException:
         stack.stop()
         raise
     return stack
-
-
-async def _healthy(http: httpx.AsyncClient, base: str) -> bool:
-    try:
-        return (await http.get(f"{base}/healthz")).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def create_slot(

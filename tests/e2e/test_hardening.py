@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -19,7 +17,7 @@ from slotengine.embedded import free_port
 from tests.deadlines import eventually
 from tests.e2e.conftest import ADMIN, ApiProcess, GraphQL, token
 from tests.e2e.ws import PROTOCOL, GraphQLWebSocket
-from tests.processes import engine_env, kill_tree
+from tests.processes import kill_tree, serving, spawn
 
 
 def _errors(response: httpx.Response) -> list[str]:
@@ -94,27 +92,14 @@ async def test_introspection_is_answered_only_when_configured() -> None:
 async def limited_api(settings: Settings) -> AsyncIterator[str]:
     """A `slotengine serve` allowing each holder three reserveSlot calls a minute."""
     port = free_port()
-    env = {**engine_env(settings), "SLOTENGINE_RESERVE_RATE_PER_MINUTE": "3"}
-    process = _serve(port, env)
+    process = spawn(settings, "serve", "--port", str(port), env={"SLOTENGINE_RESERVE_RATE_PER_MINUTE": "3"})
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base) as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get("/healthz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await eventually(up, bool, within=60)
+        async with httpx.AsyncClient() as http:
+            await eventually(lambda: serving(http, base), bool, within=60)
         yield base
     finally:
         kill_tree(process, signal.SIGTERM)
-
-
-def _serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "slotengine.cli", "serve", "--port", str(port)]
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
 
 async def test_a_holder_over_the_reserve_rate_gets_rate_limited_and_others_do_not(

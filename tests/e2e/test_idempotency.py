@@ -19,7 +19,7 @@ from slotengine.service.engine import Engine
 from slotengine.store.database import connection
 from tests.deadlines import eventually
 from tests.e2e.conftest import GraphQL, token
-from tests.processes import kill_tree, spawn
+from tests.processes import kill_tree, serving, spawn
 
 
 async def test_the_same_key_replays_the_same_booking(gql: GraphQL) -> None:
@@ -144,13 +144,6 @@ CRASH_HOLDERS = 40
 KILL_AFTER = [1, 1, 10, 25]
 
 
-async def _answers_health(http: httpx.AsyncClient, base: str) -> bool:
-    try:
-        return (await http.get(f"{base}/healthz")).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 async def _first_attempt(
     http: httpx.AsyncClient, base: str, holder: str, slot_id: str
 ) -> dict[str, Any] | None:
@@ -177,7 +170,7 @@ async def _crash_round(
     process = spawn(settings, "serve", "--port", base.rsplit(":", 1)[1])
     try:
         async with httpx.AsyncClient(timeout=30) as http:
-            await eventually(lambda: _answers_health(http, base), bool, within=60)
+            await eventually(lambda: serving(http, base), bool, within=60)
             attempts = [asyncio.create_task(_first_attempt(http, base, h, slot_id)) for h in holders]
 
             async def committed() -> int:
@@ -234,7 +227,7 @@ async def _crash_round(
     # The dead process may have left the Redis mirror ahead of PostgreSQL: it agrees again.
     status = await scripts.slot_status(engine.redis, engine.keys(slot_id).all(), [0])
     assert status[0] != "MISSING"
-    _, confirmed, live, lapsed, waiting, _ = status
+    _, confirmed, live, lapsed, waiting, *_ = status
     assert (confirmed, live + lapsed, waiting) == (0, 3, CRASH_HOLDERS - 3)
     return figures
 

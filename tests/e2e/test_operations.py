@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,7 +17,7 @@ from slotengine.embedded import free_port
 from slotengine.logs import JsonFormatter
 from tests.deadlines import eventually
 from tests.e2e.conftest import GraphQL, token
-from tests.processes import engine_env, kill_tree
+from tests.processes import kill_tree, spawn
 from tests.tcp_proxy import TcpProxy
 
 
@@ -99,16 +97,6 @@ def _through(url: str, proxy: TcpProxy) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "slotengine.cli", "serve", "--port", str(port)]
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-
-
-def _serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "slotengine.cli", "serve", "--port", str(port)]
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-
-
 @pytest.fixture
 async def proxied_api(settings: Settings) -> AsyncIterator[tuple[str, TcpProxy, TcpProxy]]:
     """A `slotengine serve` reaching PostgreSQL and Redis through proxies the test can cut."""
@@ -120,11 +108,10 @@ async def proxied_api(settings: Settings) -> AsyncIterator[tuple[str, TcpProxy, 
     await redis_proxy.start()
     port = free_port()
     env = {
-        **engine_env(settings),
         "SLOTENGINE_DATABASE_URL": _through(settings.database_url, pg_proxy),
         "SLOTENGINE_REDIS_URL": _through(settings.redis_url, redis_proxy),
     }
-    process = _serve(port, env)
+    process = spawn(settings, "serve", "--port", str(port), env=env)
     try:
         yield f"http://127.0.0.1:{port}", pg_proxy, redis_proxy
     finally:

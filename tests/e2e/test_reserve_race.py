@@ -72,5 +72,5 @@ async def test_the_race_after_redis_forgot_the_slot_still_never_over_books(
     # The mirror was rebuilt and agrees with PostgreSQL.
     status = await scripts.slot_status(engine.redis, keys, [0])
     assert status[0] != "MISSING"
-    _, confirmed, live, lapsed, waiting, closed = status
+    _, confirmed, live, lapsed, waiting, closed, _ = status
     assert (confirmed, live + lapsed, waiting, closed) == (0, capacity, HOLDERS - capacity, 0)

@@ -328,7 +328,7 @@ async def check_mirror(engine: Engine, slot_id: str) -> None:
     """The Redis mirror counts what PostgreSQL holds."""
     status = await scripts.slot_status(engine.redis, engine.keys(slot_id).all(), [0])
     assert status[0] != "MISSING"
-    _, confirmed, live, lapsed, waiting, _ = status
+    _, confirmed, live, lapsed, waiting, *_ = status
     rows = await sql(
         "SELECT count(*) FILTER (WHERE state = 'RESERVED') AS held,"
         " count(*) FILTER (WHERE state IN ('CONFIRMED', 'COMPLETED')) AS confirmed,"

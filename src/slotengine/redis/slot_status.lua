@@ -3,7 +3,7 @@
 -- KEYS[1] meta, KEYS[2] holds, KEYS[3] queue (see reserve.lua)
 --
 -- Returns {"MISSING"} when the slot is not mirrored, else
--- {capacity, confirmed, live holds, lapsed holds, queue length, closed}. Lapsed holds are
+-- {capacity, confirmed, live holds, lapsed holds, queue length, closed, now in epoch ms}. Lapsed holds are
 -- past their expiry but not yet expired in PostgreSQL: the caller settles the slot. "Now" is
 -- Redis' clock, shared by every process, never the caller's (ARGV is ignored).
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -15,4 +15,4 @@ local meta = redis.call('HMGET', KEYS[1], 'capacity', 'confirmed', 'closed')
 local lapsed = redis.call('ZCOUNT', KEYS[2], '-inf', now)
 local live = redis.call('ZCARD', KEYS[2]) - lapsed
 return {tonumber(meta[1]), tonumber(meta[2]) or 0, live, lapsed, redis.call('ZCARD', KEYS[3]),
-        tonumber(meta[3]) or 0}
+        tonumber(meta[3]) or 0, now}

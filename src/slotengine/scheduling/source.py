@@ -9,7 +9,7 @@ Redis' clock, never with a scheduler's own: every scheduler then agrees on what 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,15 +17,11 @@ from redis.asyncio.client import Pipeline
 from taskiq import ScheduledTask, ScheduleSource
 
 from slotengine.redis import scripts
-from slotengine.redis.clock import redis_now_ms
+from slotengine.redis.clock import epoch_ms, redis_now_ms, time_reply_ms
 from slotengine.redis.keys import ScheduleKeys
 
 CLAIM_LEASE_MS = 30_000
 CLAIM_BATCH = 200
-
-
-def _epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 class DueTimeScheduleSource(ScheduleSource):
@@ -45,7 +41,7 @@ class DueTimeScheduleSource(ScheduleSource):
         """Queue the commands that add `schedule` on a pipeline the caller executes."""
         if schedule.time is None:
             raise ValueError("DueTimeScheduleSource only holds one-off schedules (time=...)")
-        self._add_at(pipe, schedule, _epoch_ms(schedule.time))
+        self._add_at(pipe, schedule, epoch_ms(schedule.time))
 
     async def add_schedule_in(self, schedule: ScheduledTask, delay: timedelta) -> None:
         """Store the task due `delay` from now by Redis' clock (whatever `schedule.time` says)."""
@@ -79,11 +75,10 @@ class DueTimeScheduleSource(ScheduleSource):
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrange(self.keys.due, 0, 0, withscores=True)
             pipe.time()
-            first, (seconds, microseconds) = await pipe.execute()
+            first, now = await pipe.execute()
         if not first:
             return None
-        now_ms = int(seconds) * 1000 + int(microseconds) / 1000
-        return max(0.0, (float(first[0][1]) - now_ms) / 1000)
+        return max(0.0, (float(first[0][1]) - time_reply_ms(now)) / 1000)
 
     async def pending(self) -> int:
         """How many schedules wait (due later, or claimed and not yet sent)."""

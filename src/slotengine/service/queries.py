@@ -14,7 +14,7 @@ from slotengine.domain import policy
 from slotengine.domain.errors import NotAuthorized
 from slotengine.domain.states import BookingState
 from slotengine.redis import scripts
-from slotengine.redis.clock import redis_now
+from slotengine.redis.clock import from_epoch_ms
 from slotengine.service.bookings import booking_view, load_booking_row
 from slotengine.service.engine import Engine
 from slotengine.service.reservations import settle_slot
@@ -59,10 +59,10 @@ async def _counts(engine: Engine, slot: Slot) -> _Counts:
     for attempt in range(2):
         status = await scripts.slot_status(engine.redis, keys, [])
         if status[0] != "MISSING":
-            _, confirmed, live, lapsed, waiting, _ = status
-            # Redis' clock, not this process's: a clock minutes behind would show a started
-            # slot's queue for minutes. Asked only when someone waits.
-            started = bool(waiting) and policy.queue_has_lapsed(slot.starts_at, await redis_now(engine.redis))
+            _, confirmed, live, lapsed, waiting, _, now_ms = status
+            # Redis' clock (the script's), not this process's: a clock minutes behind would
+            # show a started slot's queue for minutes.
+            started = policy.queue_has_lapsed(slot.starts_at, from_epoch_ms(now_ms))
             if not lapsed and not (waiting and started):
                 return _Counts(held=live, confirmed=confirmed, waiting=waiting)
         elif attempt:

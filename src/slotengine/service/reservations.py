@@ -24,13 +24,13 @@ from slotengine.domain.errors import (
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.metrics import RESERVATIONS
 from slotengine.redis import scripts
+from slotengine.redis.clock import epoch_ms
 from slotengine.service.bookings import booking_view, load_booking_row, parse_booking_id
 from slotengine.service.engine import Engine
 from slotengine.service.rate_limit import take_reserve_turn
 from slotengine.service.slot_transaction import (
     Change,
     SlotTransaction,
-    epoch_ms,
     retry_conflicts,
     slot_transaction,
 )

@@ -27,6 +27,7 @@ from slotengine.domain.errors import SlotNotFound
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.metrics import TRANSACTION_RETRIES, lateness_fields
 from slotengine.redis import scripts
+from slotengine.redis.clock import epoch_ms
 from slotengine.redis.keys import expiry_lateness_key
 from slotengine.service.engine import Engine
 from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
@@ -40,10 +41,6 @@ _MIRROR_GRACE = timedelta(days=1)
 _EXPIRED_BY_TTL = transition(BookingState.RESERVED, Event.EXPIRE, Role.SYSTEM)
 _LAPSED_IN_QUEUE = transition(BookingState.PENDING, Event.LAPSE, Role.SYSTEM)
 _PROMOTED = transition(BookingState.PENDING, Event.PROMOTE, Role.SYSTEM)
-
-
-def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
