@@ -1,4 +1,4 @@
-"""GraphQL object types, as DESIGN §10 names them."""
+"""GraphQL object types; their names and fields are the public contract (schema.graphql)."""
 
 from __future__ import annotations
 

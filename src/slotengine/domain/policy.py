@@ -133,11 +133,6 @@ def hold_expiry(now: datetime, hold_seconds: int) -> datetime:
     return now + timedelta(seconds=hold_seconds)
 
 
-def hold_is_live(expires_at: datetime | None, now: datetime) -> bool:
-    """A hold is alive strictly before its expiry instant."""
-    return expires_at is not None and now < expires_at
-
-
 def queue_has_lapsed(starts_at: datetime, now: datetime) -> bool:
     """Waiting for a slot that has already started is pointless: the queue lapses."""
     return now >= starts_at

@@ -17,7 +17,7 @@ from redis.asyncio.client import Pipeline
 from taskiq import ScheduledTask, ScheduleSource
 
 from slotengine.redis import scripts
-from slotengine.redis.clock import epoch_ms, redis_now_ms, time_reply_ms
+from slotengine.redis.clock import epoch_ms, redis_now_ms
 from slotengine.redis.keys import ScheduleKeys
 
 CLAIM_LEASE_MS = 30_000
@@ -69,16 +69,6 @@ class DueTimeScheduleSource(ScheduleSource):
     async def post_send(self, task: ScheduledTask) -> None:
         """The task is on the broker's stream: forget the schedule."""
         await self.delete_schedule(task.schedule_id)
-
-    async def next_due_in(self) -> float | None:
-        """Seconds until the earliest schedule is due (0 when overdue), None when none is."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrange(self.keys.due, 0, 0, withscores=True)
-            pipe.time()
-            first, now = await pipe.execute()
-        if not first:
-            return None
-        return max(0.0, (float(first[0][1]) - time_reply_ms(now)) / 1000)
 
     async def pending(self) -> int:
         """How many schedules wait (due later, or claimed and not yet sent)."""
