@@ -73,6 +73,10 @@ class Supervisor:
             print(f"slotengine: starting embedded PostgreSQL in {self.data_dir / 'postgres'}", flush=True)
             server = start_postgres(self.data_dir / "postgres")
             self.servers.append(server)
+            if server.data_dir != (self.data_dir / "postgres").resolve():
+                print(
+                    f"slotengine: its cluster is in {server.data_dir}, which its user can reach", flush=True
+                )
             database_url = asyncio.run(create_database(server.url, DATABASE_NAME))
         if redis_url is None:
             print(f"slotengine: starting embedded Redis in {self.data_dir / 'redis'}", flush=True)

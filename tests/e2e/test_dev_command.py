@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from slotengine.embedded import free_port
+from slotengine.embedded import free_port, relocated_cluster
 
 
 def processes_using(folder: Path) -> list[psutil.Process]:
@@ -97,6 +98,9 @@ async def test_dev_runs_the_engine_prints_tokens_and_stops_every_child(tmp_path:
         if dev.returncode is None:
             dev.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(dev.wait(), 60)
+
+        # Run as root, the cluster may live outside the data dir (src/slotengine/embedded.py).
+        shutil.rmtree(relocated_cluster(data_dir / "postgres"), ignore_errors=True)
 
     assert code == 0
     leftovers = await _until_gone(data_dir)
