@@ -23,15 +23,17 @@ faketime:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
 	$(BIN)/python -m slotengine.api.explorer
 	touch $(STAMP)
 
 run: install
 	$(BIN)/slotengine dev
 
+# Line coverage of src/ is measured in the test process (the engine processes that e2e tests
+# start run unmeasured, so that their timings stay those of production).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov=slotengine --cov-report=term
 
 lint: install
 	$(BIN)/ruff check src workers tests

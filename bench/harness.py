@@ -65,7 +65,7 @@ async def bench_engine(*, workers: int = 0) -> AsyncIterator[tuple[Engine, Setti
             "SLOTENGINE_REDIS_PREFIX": settings.redis_prefix,
             "SLOTENGINE_LOG_LEVEL": "warning",
         }
-        engine = await open_engine(settings, database_url=database_url, redis_url=redis_url)
+        engine = await open_engine(settings)
         try:
             if workers:
                 for _ in range(workers):

@@ -10,7 +10,6 @@ import logging
 import signal
 import time
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq import TaskiqScheduler
 from taskiq.exceptions import BrokerError
@@ -18,7 +17,7 @@ from taskiq.kicker import AsyncKicker
 
 from slotengine.config import Settings
 from slotengine.logs import configure_logging
-from slotengine.redis.connection import reconnecting
+from slotengine.redis.connection import connect
 from slotengine.redis.keys import schedule_keys, timers_armed_key
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.timers import REARM_TIMERS_TASK, SWEEP_TASK
@@ -35,9 +34,8 @@ def heartbeat_key(prefix: str) -> str:
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Send due schedules until `stop` is set."""
-    assert settings.redis_url, "the scheduler needs SLOTENGINE_REDIS_URL"
     broker = make_broker(settings)
-    redis = Redis.from_url(settings.redis_url, decode_responses=True, retry=reconnecting())
+    redis = connect(settings)
     source = DueTimeScheduleSource(redis, schedule_keys(settings.redis_prefix))
     scheduler = TaskiqScheduler(broker, [source])
     await scheduler.startup()

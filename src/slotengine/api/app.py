@@ -27,7 +27,7 @@ from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.api.context import Context
 from slotengine.api.guards import BodySizeLimit, origin_allowed
 from slotengine.api.schema import build_schema
-from slotengine.config import Settings
+from slotengine.config import Settings, required
 from slotengine.service.engine import Engine, close_engine, open_engine
 from slotengine.service.events import EventHub
 
@@ -99,14 +99,13 @@ class _AuthenticatedGraphQL:
 
 def create_app(settings: Settings) -> Starlette:
     """The engine's ASGI app; settings must name the database and Redis URLs."""
-    if not settings.database_url or not settings.redis_url:
-        raise ValueError("SLOTENGINE_DATABASE_URL and SLOTENGINE_REDIS_URL must be set")
-    database_url, redis_url = settings.database_url, settings.redis_url
+    required(settings, "database_url")
+    required(settings, "redis_url")
     graphql = _AuthenticatedGraphQL(SlotengineGraphQL(settings), settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.engine = await open_engine(settings, database_url=database_url, redis_url=redis_url)
+        app.state.engine = await open_engine(settings)
         app.state.hub = EventHub(app.state.engine.redis, app.state.engine.channel)
         # What exists now (modules, the schema) lives as long as the process: keep it out of
         # CPython's full collections, whose pauses stall every listener of a fan-out at once.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
-from slotengine.config import Settings
-from slotengine.redis.connection import reconnecting
+from slotengine.config import Settings, required
+from slotengine.redis.connection import connect
 from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.timers import Timers
@@ -30,18 +30,10 @@ class Engine:
         return slot_channel(self.prefix, slot_id)
 
 
-async def open_engine(settings: Settings, *, database_url: str, redis_url: str) -> Engine:
-    """Open the database pool and a Redis client for this process."""
-    await open_database(database_url, settings.db_pool_size)
-    # A burst of requests waits for a free connection instead of failing once the pool is in use.
-    pool = BlockingConnectionPool.from_url(
-        redis_url,
-        decode_responses=True,
-        max_connections=settings.redis_pool_size,
-        timeout=10,
-        retry=reconnecting(),
-    )
-    redis = Redis.from_pool(pool)
+async def open_engine(settings: Settings) -> Engine:
+    """Open the database pool and a Redis client for this process (both URLs must be set)."""
+    redis = connect(settings)
+    await open_database(required(settings, "database_url"), settings.db_pool_size)
     return engine_on(redis, settings.redis_prefix, reserve_rate_per_minute=settings.reserve_rate_per_minute)
 
 
