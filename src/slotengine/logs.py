@@ -13,6 +13,15 @@ from typing import Any
 
 CONTEXT_FIELDS = ("slot_id", "booking_id", "event", "task")
 
+# A log line quotes at most this much of anything a client sent, so that logging a refusal
+# never costs a byte of log for each byte received.
+EXCERPT_CHARS = 500
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` cut to `limit` characters, ending in "…" when it was cut."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 class JsonFormatter(logging.Formatter):
     """A record as one JSON object: time, level, logger, message, context fields, exception."""
