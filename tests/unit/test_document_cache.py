@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from slotengine.api import document_cache
 from slotengine.api.document_cache import MAX_CACHED_DOCUMENT_CHARS, BoundedCache
 from slotengine.api.schema import build_schema
-from slotengine.logs import EXCERPT_CHARS
+from slotengine.logs import EXCERPT_CHARS, BoundedRequestLine
 
 
 def _fresh_query() -> str:
@@ -96,3 +96,20 @@ async def test_error_logs_quote_a_bounded_excerpt_never_the_whole_document(
         assert len(record.getMessage()) <= EXCERPT_CHARS + 300, record.getMessage()[:1000]
     assert any(record.getMessage().startswith("Cannot query field 'aaa") for record in caplog.records)
     assert any("…" in record.getMessage() for record in caplog.records)
+
+
+def test_access_lines_quote_a_bounded_path_however_long_the_query_string() -> None:
+    path = "/graphql?query=" + "%7B%20slots%20%7B%20id%20%7D%20%7D" * 2_000
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", path, "1.1", 200),
+        None,
+    )
+    assert BoundedRequestLine().filter(record)
+    line = record.getMessage()
+    assert line.startswith('127.0.0.1:5000 - "GET /graphql?query=%7B') and line.endswith('… HTTP/1.1" 200')
+    assert len(line) <= EXCERPT_CHARS + 50
