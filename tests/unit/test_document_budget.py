@@ -315,3 +315,10 @@ def test_graphiqls_introspection_query_fits_the_engines_budget() -> None:
     )
     engine: GraphQLSchema = engine_schema._schema
     assert refusals(measure(engine, parse(query), DOCUMENT_BUDGET), DOCUMENT_BUDGET) == []
+
+
+def test_every_operation_counts_even_two_of_one_name() -> None:
+    source = "query Q { a: count } query Q { b: count } { c: count }"
+    measured = measure(SCHEMA, parse(source), DocumentBudget(max_aliases=2))
+    assert sorted(measured.operations) == ["Q", "Q#1", "anonymous"]
+    assert [r.code for r in refusals(measured, DocumentBudget(max_aliases=2))] == ["TOO_MANY_ALIASES"]

@@ -32,7 +32,7 @@ async def test_the_second_validation_of_a_document_is_a_cache_hit() -> None:
     assert after_second == (after_first[0] + 1, after_first[1])  # ...then answered from the cache
 
 
-async def test_the_cache_hits_across_schemas_built_from_the_same_budget_only_per_schema() -> None:
+async def test_each_schema_keeps_validations_of_its_own() -> None:
     # Each schema has its own entries (its rules may differ: introspection closed or not).
     query = _fresh_query()
     open_schema, closed_schema = build_schema(), build_schema(introspection=False)

@@ -204,7 +204,9 @@ class _Measurer:
         for index, operation in enumerate(operations):
             self._directives(operation.directives)
             root = self.schema.get_root_type(operation.operation)
-            label = operation.name.value if operation.name else ("anonymous" if index == 0 else f"#{index}")
+            label = operation.name.value if operation.name else "anonymous"
+            if label in self.result.operations:  # two with one name: invalid, but each still counts
+                label = f"{label}#{index}"
             self.result.operations[label] = self._selections(operation.selection_set, root)
         return self.result
 
