@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,8 +26,9 @@ from strawberry.types.unset import UNSET, UnsetType
 from slotengine.api import board, explorer, operations
 from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.api.context import Context
-from slotengine.api.guards import BodySizeLimit, origin_allowed
+from slotengine.api.guards import BodySizeLimit, websocket_message_limit
 from slotengine.api.schema import build_schema
+from slotengine.api.socket_rules import HolderCounts, RuledTransportWS, payload_authorization
 from slotengine.config import Settings
 from slotengine.service.engine import Engine, close_engine, open_engine
 from slotengine.service.events import EventHub
@@ -37,13 +39,21 @@ log = logging.getLogger(__name__)
 class SlotengineGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, bearer auth and graphql-transport-ws only."""
 
+    graphql_transport_ws_handler_class = RuledTransportWS
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             build_schema(introspection=settings.introspection),
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-            max_subscriptions_per_connection=20,
+            max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
+            connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+            # Strawberry checks Origin itself (same origin, or one of these): the one check there is.
+            allowed_origins=settings.allowed_origins,
         )
         self.settings = settings
+        self.holder_counts = HolderCounts(
+            settings.ws_max_sockets_per_holder, settings.ws_max_subscriptions_per_holder
+        )
 
     async def render_graphql_ide(self, request: Request) -> Response:
         if explorer.assets_present():
@@ -57,10 +67,9 @@ class SlotengineGraphQL(GraphQL[Context, None]):
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Only authenticated connections are accepted; the token comes in connection_init."""
-        params = context.connection_params or {}
-        header = params.get("Authorization") or params.get("authorization")
+        header = payload_authorization(context.connection_params)
         try:
-            caller = caller_from_header(self.settings.jwt_secret, header if isinstance(header, str) else None)
+            caller = caller_from_header(self.settings.jwt_secret, header)
         except InvalidToken as exc:
             raise ConnectionRejectionError({"message": str(exc)}) from None
         if caller is None:
@@ -80,13 +89,12 @@ class _AuthenticatedGraphQL:
     def __init__(self, graphql: SlotengineGraphQL, settings: Settings) -> None:
         self.graphql = graphql
         self.secret = settings.jwt_secret
-        self.allowed_origins = settings.allowed_origins
+        self.max_message_bytes = settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and not origin_allowed(Headers(scope=scope), self.allowed_origins):
-            # Closing before accepting answers the handshake with HTTP 403.
-            await send({"type": "websocket.close", "code": 4403, "reason": "origin not allowed"})
-            return
+        if scope["type"] == "websocket":
+            # uvicorn is told the same limit (ws_max_size); this holds under any server.
+            receive, send = websocket_message_limit(receive, send, self.max_message_bytes)
         if scope["type"] == "http":
             try:
                 caller = caller_from_header(self.secret, Headers(scope=scope).get("authorization"))
