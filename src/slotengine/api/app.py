@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -19,8 +21,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from slotengine.api import board, explorer, operations
@@ -55,6 +61,64 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             settings.ws_max_sockets_per_holder, settings.ws_max_subscriptions_per_holder
         )
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as refused:  # Strawberry answers these in plain text: ours are typed
+            response = client_error(refused.status_code, refused.reason)
+        await response(scope, receive, send)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Strict JSON for bodies and WebSocket messages: anything unreadable is a JSONDecodeError."""
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+            return json.loads(text, parse_constant=_no_constant)
+        except json.JSONDecodeError:
+            raise
+        except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+            # Invalid UTF-8, nesting deeper than the parser's stack, a 4,300+ digit number.
+            raise json.JSONDecodeError(f"unreadable JSON ({type(exc).__name__})", "", 0) from None
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A body (or GET variables) must be one JSON object; batches are not served."""
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict):
+            raise HTTPException(400, "expected a JSON object (one operation; batches are not served)")
+        return parsed
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Strawberry's, but subscriptions are WebSocket-only: over HTTP they are a 400."""
+        allowed = HTTP_OPERATIONS[request_adapter.method]
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from None
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPException(400, "subscriptions are served over WebSocket only") from None
+            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from None
+        except MissingQueryError:
+            raise HTTPException(400, "No GraphQL query found in the request") from None
+
     async def render_graphql_ide(self, request: Request) -> Response:
         if explorer.assets_present():
             return HTMLResponse(explorer.local_page(self.graphql_ide_html))
@@ -76,6 +140,31 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError({"message": 'send {"Authorization": "Bearer <token>"}'})
         context.caller = caller
         return UNSET
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+HTTP_OPERATIONS = {
+    "GET": frozenset({OperationType.QUERY}),
+    "POST": frozenset({OperationType.QUERY, OperationType.MUTATION}),
+}
+CLIENT_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def client_error(status: int, reason: str) -> Response:
+    """A refused request as GraphQL clients read errors: JSON with `extensions.code`."""
+    if status == 400 and reason == "Unsupported content type":
+        status, reason = 415, "send the operation as application/json"
+    code = CLIENT_ERROR_CODES.get(status, "BAD_REQUEST")
+    return JSONResponse({"errors": [{"message": reason, "extensions": {"code": code}}]}, status_code=status)
 
 
 def _unauthenticated(reason: str) -> Response:

@@ -85,12 +85,10 @@ def message_problem(message: object) -> str | None:
             return "subscribe needs a non-empty string 'id'"
         if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
             return "subscribe needs a payload with a string 'query'"
-        if not isinstance(payload.get("variables") or {}, dict):
-            return "variables must be an object"
-        if not isinstance(payload.get("operationName") or "", str):
-            return "operationName must be a string"
-        if not isinstance(payload.get("extensions") or {}, dict):
-            return "extensions must be an object"
+        for field, kind in (("variables", dict), ("operationName", str), ("extensions", dict)):
+            value = payload.get(field)
+            if value is not None and not isinstance(value, kind):
+                return f"{field} must be {'a string' if kind is str else 'an object'}"
         return None
     return f"unknown message type {kind[:40]!r}"
 
