@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gc
+import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -32,7 +35,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from slotengine.api import board, explorer, operations
 from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.api.context import Context
-from slotengine.api.guards import BodySizeLimit, websocket_message_limit
+from slotengine.api.guards import BodySizeLimit, BrowserHeaders, websocket_message_limit
 from slotengine.api.schema import build_schema
 from slotengine.api.socket_rules import HolderCounts, RuledTransportWS, payload_authorization
 from slotengine.config import Settings
@@ -121,7 +124,8 @@ class SlotengineGraphQL(GraphQL[Context, None]):
 
     async def render_graphql_ide(self, request: Request) -> Response:
         if explorer.assets_present():
-            return HTMLResponse(explorer.local_page(self.graphql_ide_html))
+            page = explorer.local_page(self.graphql_ide_html)
+            return HTMLResponse(page, headers={"Content-Security-Policy": graphiql_policy(page)})
         return await super().render_graphql_ide(request)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
@@ -140,6 +144,31 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError({"message": 'send {"Authorization": "Bearer <token>"}'})
         context.caller = caller
         return UNSET
+
+
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def graphiql_policy(page: str) -> str:
+    """GraphiQL's CSP: scripts from this server plus the page's own inline script, by its hash."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'"
+        for body in _INLINE_SCRIPT.findall(page)
+    )
+    return "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src 'self' {hashes}",
+            # GraphiQL's editor and React set styles at run time.
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "font-src 'self' data:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 def _no_constant(name: str) -> object:
@@ -224,7 +253,7 @@ def create_app(settings: Settings) -> Starlette:
             # Both check PostgreSQL and Redis: /healthz for what exists, /readyz for orchestrators.
             Route("/healthz", operations.readiness),
             Route("/readyz", operations.readiness),
-            Route("/metrics", operations.metrics_page),
+            Route("/metrics", operations.metrics_endpoint(settings.jwt_secret, settings.metrics_token)),
             Mount(
                 explorer.ASSET_PREFIX,
                 StaticFiles(directory=explorer.VENDOR, check_dir=False),
@@ -234,6 +263,7 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         middleware=[
             Middleware(operations.RequestTiming),
+            Middleware(BrowserHeaders),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         ],
     )

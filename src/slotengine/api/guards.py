@@ -87,3 +87,36 @@ def _over(message: Message, max_bytes: int) -> bool:
         return len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
     data: bytes | None = message.get("bytes")
     return len(data or b"") > max_bytes
+
+
+# What every response says to browsers: never render this inside another site's frame, never guess
+# a content type, never leak the URL as a referrer. Pages that run scripts (the board, GraphiQL)
+# set a Content-Security-Policy of their own; anything else gets one that allows nothing.
+BROWSER_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+class BrowserHeaders:
+    """Adds BROWSER_HEADERS to every HTTP response that does not set them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.headers = [(name.encode(), value.encode()) for name, value in BROWSER_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                missing = [(name, value) for name, value in self.headers if name not in present]
+                message = {**message, "headers": [*message.get("headers", []), *missing]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
