@@ -16,7 +16,7 @@ from redis import exceptions as redis_errors
 from taskiq import AckableMessage, TaskiqEvents, TaskiqState
 from taskiq_redis import RedisStreamBroker
 
-from slotengine.config import Settings, get_settings, required
+from slotengine.config import Settings, get_settings, required, unsafe_secret_reason
 from slotengine.logs import configure_logging
 from slotengine.redis.connection import connection_pool
 from slotengine.redis.keys import task_stream
@@ -71,6 +71,10 @@ def make_broker(settings: Settings) -> RedisStreamBroker:
 
     @broker.on_event(TaskiqEvents.WORKER_STARTUP)
     async def open_resources(state: TaskiqState) -> None:
+        # Also when started as `taskiq worker workers.broker:broker`, without our CLI.
+        reason = unsafe_secret_reason(settings)
+        if reason is not None:
+            raise SystemExit(f"slotengine worker: refusing to start: {reason}")
         configure_logging(settings.log_level, settings.log_format)
         state.engine = await open_engine(settings)
 

@@ -15,7 +15,7 @@ from taskiq import TaskiqScheduler
 from taskiq.exceptions import BrokerError
 from taskiq.kicker import AsyncKicker
 
-from slotengine.config import Settings
+from slotengine.config import Settings, unsafe_secret_reason
 from slotengine.logs import configure_logging
 from slotengine.redis.connection import connect
 from slotengine.redis.keys import schedule_keys, timers_armed_key
@@ -80,6 +80,9 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
 
 def main(settings: Settings) -> int:
     """Run the scheduler in the foreground until SIGINT or SIGTERM."""
+    reason = unsafe_secret_reason(settings)
+    if reason is not None:
+        raise SystemExit(f"slotengine scheduler: refusing to start: {reason}")
     configure_logging(settings.log_level, settings.log_format)
 
     async def serve() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from slotengine.config import Settings, get_settings, variable_of
+from slotengine.config import Settings, get_settings, unsafe_secret_reason, variable_of
 
 
 def _need_urls(settings: Settings) -> None:
@@ -19,23 +19,20 @@ def _need_urls(settings: Settings) -> None:
         )
 
 
-def _serve(settings: Settings, host: str, port: int) -> int:
-    import uvicorn
+def _need_safe_secret(settings: Settings) -> None:
+    reason = unsafe_secret_reason(settings)
+    if reason is not None:
+        sys.exit(f"slotengine: refusing to start: {reason}")
 
-    from slotengine.api.app import create_app
+
+def _serve(settings: Settings, host: str, port: int) -> int:
+    from slotengine.http_server import run_api
     from slotengine.logs import configure_logging
 
     _need_urls(settings)
+    _need_safe_secret(settings)
     configure_logging(settings.log_level, settings.log_format)
-    # Per-message deflate costs more CPU than it saves on small GraphQL messages, and
-    # fan-out multiplies that cost by the number of listeners.
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        ws_per_message_deflate=False,
-    )
+    run_api(settings, host, port)
     return 0
 
 
@@ -45,6 +42,7 @@ def _worker(settings: Settings, workers: int) -> int:
     from taskiq.cli.worker.run import run_worker
 
     _need_urls(settings)
+    _need_safe_secret(settings)
     args = WorkerArgs(
         broker="workers.broker:broker",
         modules=["workers.tasks"],
@@ -60,6 +58,7 @@ def _scheduler(settings: Settings) -> int:
     from workers.scheduler import main as scheduler_main
 
     _need_urls(settings)
+    _need_safe_secret(settings)
     return scheduler_main(settings)
 
 

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "slotengine-dev-secret-change-me-in-production"
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -27,7 +28,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".slotengine"), description="embedded servers' files")
     host: str = "127.0.0.1"
     port: int = 8000
-    jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32, description="HS256 key, 32+ bytes")
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, description="HS256 key, 32+ bytes")
+    allow_dev_secret: bool = Field(
+        default=False,
+        description="let serve/worker/scheduler run on the development secret (`dev` sets it)",
+    )
     token_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     db_pool_size: int = Field(default=20, gt=0)
     redis_pool_size: int = Field(default=100, gt=0, description="Redis connections per process")
@@ -47,8 +52,46 @@ class Settings(BaseSettings):
         default_factory=list,
         description="browser origins allowed to open WebSockets besides the API's own (JSON list)",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        description="bearer token that may read /metrics (besides an admin JWT); unset: admins only",
+    )
+    ws_init_timeout_seconds: float = Field(
+        default=3.0, gt=0, description="a WebSocket that sends no connection_init in time is closed"
+    )
+    ws_max_subscriptions_per_connection: int = Field(
+        default=20, gt=0, description="operations one WebSocket may run at once"
+    )
+    ws_max_sockets_per_holder: int = Field(
+        default=64, gt=0, description="WebSockets one holder may keep open, per API process"
+    )
+    ws_max_subscriptions_per_holder: int = Field(
+        default=500, gt=0, description="operations one holder may run over all its WebSockets, per process"
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, gt=0, description="largest HTTP request head (request line and headers)"
+    )
+    keep_alive_seconds: int = Field(
+        default=5, gt=0, description="an idle keep-alive connection is closed after this long"
+    )
+    request_head_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a client must send a whole request head within this time"
+    )
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
     scheduler_tick_seconds: float = Field(default=0.01, gt=0, description="timer polling period")
+
+
+def unsafe_secret_reason(settings: Settings) -> str | None:
+    """Why the JWT secret must not sign tokens in this process, or None when it may."""
+    if settings.jwt_secret == DEV_JWT_SECRET and not settings.allow_dev_secret:
+        # Anyone can read the development secret here, and so mint an admin token.
+        return (
+            "SLOTENGINE_JWT_SECRET is unset (or the public development secret): set it to a random "
+            "string of 32+ bytes, e.g. $(openssl rand -hex 32); only 'slotengine dev' runs without one"
+        )
+    if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        return f"SLOTENGINE_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes: use a longer random string"
+    return None
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from slotengine.api.auth import issue_token
-from slotengine.config import DEV_JWT_SECRET, Settings
+from slotengine.config import DEV_JWT_SECRET, Settings, unsafe_secret_reason
 from slotengine.embedded import (
     EmbeddedServer,
     EmbeddedUnavailable,
@@ -55,6 +55,8 @@ class Supervisor:
                 "SLOTENGINE_LOG_FORMAT": os.environ.get("SLOTENGINE_LOG_FORMAT", "text"),
                 # GraphiQL's docs and completion need introspection; production leaves it off.
                 "SLOTENGINE_INTROSPECTION": os.environ.get("SLOTENGINE_INTROSPECTION", "true"),
+                # Only the processes dev runs may sign with the public development secret.
+                "SLOTENGINE_ALLOW_DEV_SECRET": "true",
             }
             self._spawn(
                 "api", ["serve", "--host", self.settings.host, "--port", str(self.settings.port)], env
@@ -140,7 +142,11 @@ class Supervisor:
             '  In GraphiQL\'s Headers tab: {"Authorization": "Bearer <token>"}',
         ]
         if secret == DEV_JWT_SECRET:
-            lines.append("  (tokens are signed with the development secret; set SLOTENGINE_JWT_SECRET)")
+            lines.append(
+                "  (tokens are signed with the public development secret, which anyone can use to"
+                " mint an admin token: fine on your machine only; serve, worker and scheduler"
+                " refuse it, so set SLOTENGINE_JWT_SECRET anywhere else)"
+            )
         lines.append("Press Ctrl+C to stop.")
         print("\n".join(lines), flush=True)
 
@@ -163,5 +169,12 @@ class Supervisor:
 
 def run_dev(settings: Settings, data_dir: Path) -> int:
     """Run the whole engine in the foreground until SIGINT or SIGTERM."""
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        print("slotengine: dev signs tokens with the public development secret", flush=True)
+    else:
+        reason = unsafe_secret_reason(settings)
+        if reason is not None:
+            print(f"slotengine: refusing to start: {reason}", file=sys.stderr, flush=True)
+            return 2
     data_dir.mkdir(parents=True, exist_ok=True)
     return Supervisor(settings=settings, data_dir=data_dir).run()
