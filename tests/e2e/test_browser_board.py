@@ -9,6 +9,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -225,3 +226,26 @@ async def test_without_its_graphql_ws_client_the_board_still_lists_and_reserves_
     await card.get_by_test_id("reserve").click()
     await expect(card.get_by_test_id("my-booking")).to_have_attribute("data-state", "RESERVED")
     await expect(card.locator('[data-field="held"]')).to_have_text("0")  # not live: as first listed
+
+
+async def test_more_slots_than_one_connection_may_follow_share_several_and_all_stay_live(
+    api_processes: list[ApiProcess], via_http: GraphQL, browsers: Browsers
+) -> None:
+    server = api_processes[0]
+    resource = f"board-many-{uuid.uuid4().hex[:8]}"
+    # The server allows 20 operations per connection; 25 cards need a second connection.
+    slot_ids = [
+        await via_http.create_slot(resource=resource, starts_in=timedelta(days=1, minutes=n))
+        for n in range(25)
+    ]
+    page = await browsers.open(_board(server, resource))
+    await _sign_in(page, f"eve-{uuid.uuid4().hex[:6]}", slot_ids[-1])
+
+    await expect(page.get_by_test_id("slot")).to_have_count(25)
+    assert browsers.requested.count(server.ws) == 2, browsers.requested
+    for slot_id in (slot_ids[0], slot_ids[-1]):  # one on each connection
+        await via_http.reserve(token(f"fay-{uuid.uuid4().hex[:6]}"), slot_id, "k")
+        await expect(_card(page, slot_id).locator('[data-field="held"]')).to_have_text("1")
+    # No card shows a refused subscription ("Subscription limit reached" past 20 on one socket).
+    assert [text for text in await page.get_by_test_id("slot-error").all_inner_texts() if text] == []
+    assert browsers.errors == []
