@@ -178,7 +178,8 @@ class Connection {
   close() {
     this.closed = true;
     clearTimeout(this.pongTimer);
-    this.client?.dispose();
+    // A socket that never opened rejects here; there is nothing left to close then.
+    this.client?.dispose().catch(() => {});
   }
 }
 
