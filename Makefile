@@ -20,7 +20,8 @@ faketime:
 	test -n "$(wildcard /usr/lib/*/faketime/libfaketime.so.1)" || ($(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime)
 
-$(STAMP): pyproject.toml
+# vendor.py pins the browser scripts that the install fetches (GraphiQL's, the board's graphql-ws).
+$(STAMP): pyproject.toml src/slotengine/api/vendor.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'

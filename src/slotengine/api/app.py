@@ -32,7 +32,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from slotengine.api import board, explorer, operations
+from slotengine.api import board, explorer, operations, vendor
 from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.api.context import Context
 from slotengine.api.guards import BodySizeLimit, BrowserHeaders, websocket_message_limit
@@ -258,6 +258,8 @@ def create_app(settings: Settings) -> Starlette:
                 StaticFiles(directory=explorer.VENDOR, check_dir=False),
                 name="graphiql-assets",
             ),
+            # The board's graphql-ws client (fetched at install, like GraphiQL's scripts).
+            Mount(vendor.PREFIX, StaticFiles(directory=vendor.VENDOR, check_dir=False), name="vendor"),
         ],
         lifespan=lifespan,
         middleware=[
