@@ -322,3 +322,19 @@ def test_every_operation_counts_even_two_of_one_name() -> None:
     measured = measure(SCHEMA, parse(source), DocumentBudget(max_aliases=2))
     assert sorted(measured.operations) == ["Q", "Q#1", "anonymous"]
     assert [r.code for r in refusals(measured, DocumentBudget(max_aliases=2))] == ["TOO_MANY_ALIASES"]
+
+
+@given(st.lists(st.lists(st.integers(0, 7), max_size=4), min_size=1, max_size=8))
+@settings(max_examples=100, deadline=None)
+def test_any_graph_of_spreads_cycles_included_is_measured_visiting_each_selection_once(
+    spreads: list[list[int]],
+) -> None:
+    # Fragment i spreads the fragments listed at i: any of them, itself and unknown ones included.
+    fragments = [
+        f"fragment F{i} on Node {{ id {' '.join(f'...F{j}' for j in targets)} }}"
+        for i, targets in enumerate(spreads)
+    ]
+    document = parse("query Q { node { ...F0 } } " + " ".join(fragments))
+    measured = measure(SCHEMA, document, DOCUMENT_BUDGET)
+    assert measured.visited == len(_all_nodes(document))
+    assert measured.operations["Q"].cost >= 2  # node and F0's id, at least

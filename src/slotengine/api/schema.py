@@ -292,7 +292,7 @@ def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaEx
     extensions: list[Callable[[], SchemaExtension]] = [
         BoundedParserCache,
         BoundedValidationCache,
-        # Depth (introspection exempt), aliases, cost, fragments and directives, in one linear pass.
+        # Depth (introspection exempt), aliases, cost, fragments, directives, repeated fields: one pass.
         lambda: AddValidationRules(_BUDGET_RULES),
         lambda: MaxTokensLimiter(max_token_count=2000),
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal error."),
