@@ -258,7 +258,8 @@ def hostile_documents(draw: st.DrawFn) -> tuple[str, str]:
     if shape == "chain":
         return _fragment_chain(n, draw(st.integers(2, 6))), "QUERY_TOO_COMPLEX"
     if shape == "inline":  # inline fragments nested n deep around fields that nest too
-        n = n // 4  # graphql-core's parser refuses nesting beyond 200 levels
+        # Deeper than 10 fields, within graphql-core parser's 200 levels of nesting.
+        n = max(10, n // 4)
         inner = "{ id " + "... on Node { child { id " * n + "}" * (2 * n) + " }"
         return f"query Q {{ node {inner} }}", "QUERY_TOO_DEEP"
     if shape == "repeats":
