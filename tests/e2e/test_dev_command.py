@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from slotengine.embedded import free_port, relocated_cluster
+from slotengine.embedded import free_port
+from slotengine.root_postgres import relocated_cluster
 
 
 def processes_using(folder: Path) -> list[psutil.Process]:
@@ -100,7 +101,7 @@ async def test_dev_runs_the_engine_prints_tokens_and_stops_every_child(tmp_path:
             dev.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(dev.wait(), 60)
 
-        # Run as root, the cluster may live outside the data dir (src/slotengine/embedded.py).
+        # Run as root, the cluster may live outside the data dir (src/slotengine/root_postgres.py).
         shutil.rmtree(relocated_cluster(data_dir / "postgres"), ignore_errors=True)
 
     assert code == 0

@@ -28,7 +28,7 @@ from importlib.abc import MetaPathFinder
 class Uninstalled(MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {EMBEDDED_PACKAGES!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}")
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         return None
 
 
