@@ -43,6 +43,24 @@ class Settings(BaseSettings):
     reserve_rate_per_minute: int = Field(
         default=120, ge=0, description="reserveSlot calls one holder may make per minute; 0 = no limit"
     )
+    read_rate_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="reads (slot, slots, booking, myBookings, queuePosition) one client may make per "
+        "minute, a holder by token, an anonymous caller by address; 0 = no limit",
+    )
+    read_db_connections: int = Field(
+        default=5,
+        gt=0,
+        description="reads running against the database at once per process; keep it below "
+        "db_pool_size so that reserves always find a connection",
+    )
+    read_wait_seconds: float = Field(
+        default=2.0, gt=0, description="how long a read waits for its turn before it is answered Busy"
+    )
+    live_bookings_per_holder: int = Field(
+        default=20, ge=0, description="slots one holder may hold or wait for at once; 0 = no cap"
+    )
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="browser origins allowed to open WebSockets besides the API's own (JSON list)",
