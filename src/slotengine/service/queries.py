@@ -215,25 +215,10 @@ _BOOKING_QUERY = (
     f" CASE WHEN b.state = '{S.PENDING}' THEN (SELECT count(*) FROM bookings p"
     f"   WHERE p.slot_id = b.slot_id AND p.state = '{S.PENDING}' AND p.queue_seq <= b.queue_seq)"
     " END AS position,"
-    # For a waiting booking: is a unit of its slot free or held past its expiry (a promotion due)?
-    f" CASE WHEN b.state = '{S.PENDING}' THEN (SELECT count(*) FILTER (WHERE o.state <> '{S.RESERVED}'"
-    "   OR o.expires_at > now()) < s.capacity FROM bookings o"
-    "   WHERE o.slot_id = b.slot_id AND o.unit IS NOT NULL)"
-    " END AS unit_for_queue"
+    # The slot's counts: whether any booking of the slot is due, not only this one.
+    f" {_SLOT_COUNTS}"
     " FROM bookings b JOIN slots s ON s.id = b.slot_id"
 )
-
-
-def _booking_is_due(row: dict[str, Any]) -> bool:
-    """Whether the booking's slot must be settled before the booking reads true."""
-    now = row["db_now"]
-    if policy.slot_has_ended(row["ends_at"], now):
-        return False
-    if row["state"] == S.RESERVED:
-        return bool(row["expires_at"] <= now)
-    if row["state"] == S.PENDING:
-        return policy.queue_has_lapsed(row["starts_at"], now) or bool(row["unit_for_queue"])
-    return False
 
 
 def _booking_view_of(row: dict[str, Any]) -> BookingView:
@@ -251,7 +236,7 @@ def _booking_view_of(row: dict[str, Any]) -> BookingView:
 async def _bookings(engine: Engine, where: str, args: list[Any]) -> list[dict[str, Any]]:
     """Booking rows with their queue positions, after settling the slots of any that are due."""
     rows = await connection().execute_query_dict(f"{_BOOKING_QUERY} {where}", args)
-    due = {row["slot_id"] for row in rows if _booking_is_due(row)}
+    due = {row["slot_id"] for row in rows if _slot_is_due(row)}
     if not due:
         return rows
     for slot_id in sorted(due):
