@@ -8,6 +8,7 @@ empty, huge, NUL, controls, unicode, lone surrogates), from a fixed seed so a fa
 
 from __future__ import annotations
 
+import logging
 import random
 import string
 import uuid
@@ -168,3 +169,18 @@ async def test_a_malformed_id_ends_a_subscription_with_a_validation_error(
         (error,) = first.errors
         assert (error.extensions or {}).get("code") == "ValidationError", (raw, error)
         assert error.message.startswith(f"{field}: ")
+
+
+async def test_refused_reads_are_answers_not_logged_failures(
+    gql: GraphQL, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="strawberry.execution")
+    for raw in MALFORMED[:5]:
+        await _post(gql, READS["slot"][0], raw, ADMIN)
+    broken = await gql.post("{ slots(first: 1, after: 42) { id } }", as_=ADMIN)  # wrong type: not a refusal
+
+    assert broken.json()["errors"]
+    assert [r for r in caplog.records if r.name == "strawberry.execution"] == [
+        r for r in caplog.records if r.name == "strawberry.execution" and "after" in r.getMessage()
+    ]
+    assert not any("is not a valid id" in r.getMessage() for r in caplog.records)

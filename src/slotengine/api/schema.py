@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -45,6 +46,7 @@ from slotengine.api.types import (
     SlotBatch,
     SlotPage,
 )
+from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
@@ -96,6 +98,27 @@ async def _answer(call: Callable[[], Awaitable[T]], present: Callable[[T], Any])
 def _refused(refusal: DomainError) -> GraphQLError:
     """A refusal where no union can carry it (a list read, a subscription): an error coded with its name."""
     return GraphQLError(refusal.message, extensions={"code": type(refusal).__name__})
+
+
+# The codes refusals carry: the names of the domain's errors.
+_REFUSAL_CODES = frozenset(
+    name
+    for name, kind in vars(domain_errors).items()
+    if isinstance(kind, type) and issubclass(kind, DomainError)
+)
+
+
+class _QuietRefusals(logging.Filter):
+    """Strawberry logs every error with its traceback; a refusal is an answer, not a failure, and a
+    flood of malformed or rate-limited reads must not become a flood of log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.msg
+        code = (error.extensions or {}).get("code") if isinstance(error, GraphQLError) else None
+        return code not in _REFUSAL_CODES
+
+
+logging.getLogger("strawberry.execution").addFilter(_QuietRefusals())
 
 
 async def _read(info: Info, call: Callable[[], Awaitable[T]]) -> T:
