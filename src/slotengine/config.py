@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "slotengine-dev-secret-change-me-in-production"
@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     )
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
     scheduler_tick_seconds: float = Field(default=0.01, gt=0, description="timer polling period")
+
+    @model_validator(mode="after")
+    def _readers_leave_connections_for_reserves(self) -> Settings:
+        if self.read_db_connections >= self.db_pool_size:
+            raise ValueError(
+                "SLOTENGINE_READ_DB_CONNECTIONS must be below SLOTENGINE_DB_POOL_SIZE: readers would "
+                "otherwise be able to take every connection a reserve needs"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -75,3 +75,13 @@ def test_a_cursor_the_engine_did_not_write_is_a_validation_error(cursor: str) ->
     with pytest.raises(ValidationError) as caught:
         slot_cursor.decode(cursor)
     assert caught.value.field == "after"
+
+
+def test_readers_may_not_be_given_the_whole_pool() -> None:
+    from pydantic import ValidationError as SettingsError
+
+    from slotengine.config import Settings
+
+    assert Settings(db_pool_size=20, read_db_connections=19).read_db_connections == 19
+    with pytest.raises(SettingsError, match="SLOTENGINE_READ_DB_CONNECTIONS"):
+        Settings(db_pool_size=5, read_db_connections=5)
