@@ -6,9 +6,9 @@ import asyncio
 import logging
 import sys
 
-from bench import expiry, fanout, reserve
+from bench import expiry, fanout, read_flood, reserve
 
-SCENARIOS = {"reserve": reserve.run, "expiry": expiry.run, "fanout": fanout.run}
+SCENARIOS = {"reserve": reserve.run, "expiry": expiry.run, "fanout": fanout.run, "read_flood": read_flood.run}
 
 
 def main(argv: list[str]) -> int:

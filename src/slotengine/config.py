@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "slotengine-dev-secret-change-me-in-production"
@@ -48,6 +48,24 @@ class Settings(BaseSettings):
     reserve_rate_per_minute: int = Field(
         default=120, ge=0, description="reserveSlot calls one holder may make per minute; 0 = no limit"
     )
+    read_rate_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="reads (slot, slots, booking, myBookings, queuePosition) one client may make per "
+        "minute, a holder by token, an anonymous caller by address; 0 = no limit",
+    )
+    read_db_connections: int = Field(
+        default=5,
+        gt=0,
+        description="reads running against the database at once per process; keep it below "
+        "db_pool_size so that reserves always find a connection",
+    )
+    read_wait_seconds: float = Field(
+        default=2.0, gt=0, description="how long a read waits for its turn before it is answered Busy"
+    )
+    live_bookings_per_holder: int = Field(
+        default=20, ge=0, description="slots one holder may hold or wait for at once; 0 = no cap"
+    )
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="browser origins allowed to open WebSockets besides the API's own (JSON list)",
@@ -79,6 +97,15 @@ class Settings(BaseSettings):
     )
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
     scheduler_tick_seconds: float = Field(default=0.01, gt=0, description="timer polling period")
+
+    @model_validator(mode="after")
+    def _readers_leave_connections_for_reserves(self) -> Settings:
+        if self.read_db_connections >= self.db_pool_size:
+            raise ValueError(
+                "SLOTENGINE_READ_DB_CONNECTIONS must be below SLOTENGINE_DB_POOL_SIZE: readers would "
+                "otherwise be able to take every connection a reserve needs"
+            )
+        return self
 
 
 def unsafe_secret_reason(settings: Settings) -> str | None:

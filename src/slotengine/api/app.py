@@ -131,7 +131,8 @@ class SlotengineGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         engine: Engine = request.app.state.engine
         caller = request.scope.get("state", {}).get("caller")
-        return Context(engine=engine, hub=request.app.state.hub, caller=caller)
+        address = request.client.host if request.client else None
+        return Context(engine=engine, hub=request.app.state.hub, caller=caller, client_address=address)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Only authenticated connections are accepted; the token comes in connection_init."""

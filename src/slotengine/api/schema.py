@@ -32,6 +32,7 @@ from slotengine.api.errors import (
     RateLimited,
     SlotClosed,
     SlotNotFound,
+    TooManyBookings,
     ValidationError,
     error_member,
 )
@@ -43,12 +44,16 @@ from slotengine.api.types import (
     QueuePosition,
     Slot,
     SlotBatch,
+    SlotPage,
 )
+from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
 from slotengine.logs import excerpt
 from slotengine.service import live, queries, reservations, slot_generation
+from slotengine.service.ids import parse_id
+from slotengine.service.rate_limit import admitted_read
 
 T = TypeVar("T")
 
@@ -66,11 +71,12 @@ ReserveSlotResult = Annotated[
     | IdempotencyKeyReused
     | ValidationError
     | NotAuthorized
-    | RateLimited,
+    | RateLimited
+    | TooManyBookings,
     strawberry.union("ReserveSlotResult"),
 ]
 ConfirmBookingResult = Annotated[
-    Booking | BookingNotFound | NotHolder | HoldExpired | InvalidTransition | NotAuthorized,
+    Booking | BookingNotFound | NotHolder | HoldExpired | InvalidTransition | NotAuthorized | ValidationError,
     strawberry.union("ConfirmBookingResult"),
 ]
 CancelBookingResult = Annotated[
@@ -78,7 +84,7 @@ CancelBookingResult = Annotated[
     strawberry.union("CancelBookingResult"),
 ]
 CompleteBookingResult = Annotated[
-    Booking | BookingNotFound | NotAuthorized | InvalidTransition,
+    Booking | BookingNotFound | NotAuthorized | InvalidTransition | ValidationError,
     strawberry.union("CompleteBookingResult"),
 ]
 
@@ -98,14 +104,57 @@ def _refused(refusal: DomainError) -> GraphQLError:
     return GraphQLError(refusal.message, extensions={"code": type(refusal).__name__})
 
 
+# The codes refusals carry: the names of the domain's errors.
+_REFUSAL_CODES = frozenset(
+    name
+    for name, kind in vars(domain_errors).items()
+    if isinstance(kind, type) and issubclass(kind, DomainError)
+)
+
+
+class _QuietRefusals(logging.Filter):
+    """Strawberry logs every error with its traceback; a refusal is an answer, not a failure, and a
+    flood of malformed or rate-limited reads must not become a flood of log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.msg
+        code = (error.extensions or {}).get("code") if isinstance(error, GraphQLError) else None
+        return code not in _REFUSAL_CODES
+
+
+logging.getLogger("strawberry.execution").addFilter(_QuietRefusals())
+
+
+async def _read(info: Info, call: Callable[[], Awaitable[T]]) -> T:
+    """Run one read in the caller's read allowance and the readers' connection budget; a refusal
+    (malformed input, RateLimited, Busy) becomes an error coded with its name."""
+    try:
+        async with admitted_read(info.context.engine, info.context.reader):
+            return await call()
+    except DomainError as refusal:
+        raise _refused(refusal) from None
+
+
+def _id(field: str, raw: strawberry.ID) -> str:
+    """The id's one spelling; a malformed one is a ValidationError naming `field`."""
+    try:
+        return str(parse_id(field, str(raw)))
+    except DomainError as refusal:
+        raise _refused(refusal) from None
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="A slot with its live counts; null when there is no such slot.")
     async def slot(self, info: Info, id: strawberry.ID) -> Slot | None:
-        view = await queries.get_slot(info.context.engine, str(id))
+        slot_id = _id("id", id)
+        view = await _read(info, lambda: queries.get_slot(info.context.engine, slot_id))
         return Slot.of(view) if view else None
 
-    @strawberry.field(description="Slots in start order, filtered by resource and start time.")
+    @strawberry.field(
+        description="Slots in start order, filtered by resource and start time; `after` takes the "
+        "endCursor of slotPage. With onlyAvailable: open slots that have not started and have a free unit."
+    )
     async def slots(
         self,
         info: Info,
@@ -114,26 +163,33 @@ class Query:
         starts_before: datetime | None = None,
         only_available: bool = False,
         first: int = 50,
+        after: str | None = None,
     ) -> list[Slot]:
-        try:
-            views = await queries.list_slots(
-                info.context.engine,
-                resource,
-                starts_after,
-                starts_before,
-                only_available,
-                max(1, min(first, MAX_PAGE)),
-            )
-        except DomainError as refusal:
-            raise _refused(refusal) from None
-        return [Slot.of(v) for v in views]
+        page = await _slot_page(info, resource, starts_after, starts_before, only_available, first, after)
+        return page.items
+
+    @strawberry.field(
+        description="One page of slots in start order, with the cursor to the next (see slots)."
+    )
+    async def slot_page(
+        self,
+        info: Info,
+        resource: str | None = None,
+        starts_after: datetime | None = None,
+        starts_before: datetime | None = None,
+        only_available: bool = False,
+        first: int = 50,
+        after: str | None = None,
+    ) -> SlotPage:
+        return await _slot_page(info, resource, starts_after, starts_before, only_available, first, after)
 
     @strawberry.field(description="A booking of yours (any booking, for an admin).")
     async def booking(self, info: Info, id: strawberry.ID) -> Booking | None:
+        booking_id = _id("id", id)
         caller = info.context.caller
         if caller is None:
             return None
-        view = await queries.get_booking(info.context.engine, caller, str(id))
+        view = await _read(info, lambda: queries.get_booking(info.context.engine, caller, booking_id))
         return Booking.of(view) if view else None
 
     @strawberry.field(description="Your bookings, newest first.")
@@ -141,16 +197,42 @@ class Query:
         caller = info.context.caller
         if caller is None:
             return []
-        views = await queries.my_bookings(info.context.engine, caller, max(1, min(first, MAX_PAGE)))
+        size = max(1, min(first, MAX_PAGE))
+        views = await _read(info, lambda: queries.my_bookings(info.context.engine, caller, size))
         return [Booking.of(v) for v in views]
 
     @strawberry.field(description="Where a booking of yours stands in its slot's queue.")
     async def queue_position(self, info: Info, booking_id: strawberry.ID) -> QueuePosition | None:
+        canonical = _id("bookingId", booking_id)
         caller = info.context.caller
         if caller is None:
             return None
-        view = await queries.get_queue_position(info.context.engine, caller, str(booking_id))
+        view = await _read(info, lambda: queries.get_queue_position(info.context.engine, caller, canonical))
         return QueuePosition.of(view) if view else None
+
+
+async def _slot_page(
+    info: Info,
+    resource: str | None,
+    starts_after: datetime | None,
+    starts_before: datetime | None,
+    only_available: bool,
+    first: int,
+    after: str | None,
+) -> SlotPage:
+    page = await _read(
+        info,
+        lambda: queries.list_slots(
+            info.context.engine,
+            resource,
+            starts_after,
+            starts_before,
+            only_available,
+            max(1, min(first, MAX_PAGE)),
+            after,
+        ),
+    )
+    return SlotPage.of(page)
 
 
 @strawberry.type

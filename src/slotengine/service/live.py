@@ -132,10 +132,7 @@ class _BookingState:
 
 
 async def _booking_snapshot(caller: Caller, booking_id: str) -> _BookingState:
-    try:
-        booking_uuid = UUID(booking_id)
-    except ValueError:
-        raise BookingNotFound(booking_id) from None
+    booking_uuid = parse_id("bookingId", booking_id)
     row = await _one(
         "SELECT b.id, b.slot_id, b.holder, b.state, b.expires_at, b.created_at, s.version,"
         " s.capacity,"
