@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from slotengine.config import Settings, get_settings, unsafe_secret_reason, variable_of
 
@@ -117,7 +121,18 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `slotengine` console script."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a malformed SLOTENGINE_* variable: say which, no traceback
+        problems = "; ".join(
+            f"SLOTENGINE_{'_'.join(str(part) for part in error['loc'][:1]).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        sys.exit(f"slotengine: invalid settings: {problems}")
+    except SettingsError as exc:  # a list or object setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"SLOTENGINE_{field.group(1).upper()}" if field else "a SLOTENGINE_* variable"
+        sys.exit(f"slotengine: invalid settings: {name} must be JSON ({exc})")
     args = build_parser(settings).parse_args(argv)
     if args.command == "dev":
         from slotengine.supervisor import run_dev

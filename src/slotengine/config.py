@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "slotengine-dev-secret-change-me-in-production"
@@ -95,6 +95,16 @@ class Settings(BaseSettings):
     request_head_timeout_seconds: float = Field(
         default=10.0, gt=0, description="a client must send a whole request head within this time"
     )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        """Each entry must be `*` or scheme://host[:port], which is what browsers send."""
+        from strawberry.http.websocket_origin import normalize_allowed_origins
+
+        normalize_allowed_origins(origins)  # raises ValueError naming the bad entry
+        return origins
+
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
     scheduler_tick_seconds: float = Field(default=0.01, gt=0, description="timer polling period")
 

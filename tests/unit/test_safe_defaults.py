@@ -61,3 +61,20 @@ def test_a_secret_is_accepted_exactly_when_it_has_32_bytes_and_is_not_the_develo
     assert (reason is None) == acceptable
     if reason is not None:
         assert "SLOTENGINE_JWT_SECRET" in reason
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SLOTENGINE_ALLOWED_ORIGINS", '["https://board.example.com/path"]'),
+        ("SLOTENGINE_ALLOWED_ORIGINS", '["board.example.com"]'),
+        ("SLOTENGINE_ALLOWED_ORIGINS", "not json"),
+        ("SLOTENGINE_WS_MAX_SOCKETS_PER_HOLDER", "0"),
+        ("SLOTENGINE_MAX_HEADER_BYTES", "lots"),
+    ],
+)
+def test_a_malformed_setting_is_named_without_a_traceback(variable: str, value: str) -> None:
+    finished = _run("serve", "x" * 32, **{variable: value})
+    assert finished.returncode != 0
+    assert variable in finished.stderr
+    assert "Traceback" not in finished.stderr
