@@ -180,7 +180,6 @@ async def test_refused_reads_are_answers_not_logged_failures(
     broken = await gql.post("{ slots(first: 1, after: 42) { id } }", as_=ADMIN)  # wrong type: not a refusal
 
     assert broken.json()["errors"]
-    assert [r for r in caplog.records if r.name == "strawberry.execution"] == [
-        r for r in caplog.records if r.name == "strawberry.execution" and "after" in r.getMessage()
-    ]
+    logged = [r.getMessage() for r in caplog.records if r.name == "strawberry.execution"]
+    assert len(logged) == 1 and "cannot represent a non string value" in logged[0]
     assert not any("is not a valid id" in r.getMessage() for r in caplog.records)

@@ -112,17 +112,10 @@ _REFUSAL_CODES = frozenset(
 )
 
 
-class _QuietRefusals(logging.Filter):
-    """Strawberry logs every error with its traceback; a refusal is an answer, not a failure, and a
-    flood of malformed or rate-limited reads must not become a flood of log lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.msg
-        code = (error.extensions or {}).get("code") if isinstance(error, GraphQLError) else None
-        return code not in _REFUSAL_CODES
-
-
-logging.getLogger("strawberry.execution").addFilter(_QuietRefusals())
+def _is_refusal(error: GraphQLError) -> bool:
+    """A domain refusal is an answer, not a failure: a flood of malformed or rate-limited reads
+    must not become a flood of log lines."""
+    return (error.extensions or {}).get("code") in _REFUSAL_CODES
 
 
 async def _read(info: Info, call: Callable[[], Awaitable[T]]) -> T:
@@ -391,7 +384,8 @@ class EngineSchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         for error in errors:
-            _errors_log.error("%s", _error_excerpt(error), exc_info=error.original_error)
+            if not _is_refusal(error):
+                _errors_log.error("%s", _error_excerpt(error), exc_info=error.original_error)
 
 
 def _error_excerpt(error: GraphQLError) -> str:
