@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from slotengine.domain.states import BookingState
+from slotengine.domain.states import BookingState, Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +17,7 @@ class Change:
     booking_id: str
     from_state: BookingState | None
     to_state: BookingState
-    event: str
+    event: Event
     # Place in the queue at the moment the booking joined or left it (changes apply in order).
     position: int | None = None
     expires_at: datetime | None = None  # of a hold this change granted
@@ -42,7 +42,7 @@ class SlotAnnouncement:
                         "bookingId": c.booking_id,
                         "from": c.from_state,
                         "to": c.to_state,
-                        "event": c.event,
+                        "event": c.event.value,
                         "position": c.position,
                         "expiresAt": c.expires_at.isoformat() if c.expires_at else None,
                     }
@@ -63,7 +63,7 @@ class SlotAnnouncement:
                     booking_id=c["bookingId"],
                     from_state=BookingState(c["from"]) if c["from"] else None,
                     to_state=BookingState(c["to"]),
-                    event=c["event"],
+                    event=Event(c["event"]),
                     position=c.get("position"),
                     expires_at=datetime.fromisoformat(c["expiresAt"]) if c.get("expiresAt") else None,
                 )

@@ -10,7 +10,7 @@ import logging
 from enum import StrEnum
 from uuid import UUID
 
-from slotengine.domain.states import BookingState
+from slotengine.domain.states import BookingState, Event
 from slotengine.service.bookings import load_booking_row
 from slotengine.service.engine import Engine
 from slotengine.service.retries import retry_conflicts
@@ -39,7 +39,7 @@ async def expire_hold(engine: Engine, booking_id: UUID, fence: int) -> ExpiryOut
         return ExpiryOutcome.STALE
     async with slot_transaction(engine, row["slot_id"]) as tx:
         await settle(tx)
-        if any(c.booking_id == str(booking_id) and c.event == "expire" for c in tx.changes):
+        if any(c.booking_id == str(booking_id) and c.event is Event.EXPIRE for c in tx.changes):
             return ExpiryOutcome.EXPIRED
         after = await tx.fetch_one("SELECT state, fence, expires_at FROM bookings WHERE id = $1", booking_id)
     assert after is not None

@@ -195,7 +195,7 @@ async def _admit(
         tx.waiting += 1
         position = tx.waiting  # the lock is ours: everyone else waiting arrived earlier
         tx.queue_joined = True
-    tx.changes.append(Change(str(booking_id), None, state, event.value, position, expires_at))
+    tx.changes.append(Change(str(booking_id), None, state, event, position, expires_at))
     if not tx.mirror_stale:
         await _mirror_admission(tx, row, position)
     return row, position

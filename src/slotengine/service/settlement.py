@@ -43,7 +43,7 @@ async def settle(tx: SlotTransaction) -> None:
     tx.waiting = int(row["waiting"])
     tx.expiry_lateness = [float(seconds) for seconds in row["lateness"]]
     for booking_id in row["expired"]:
-        tx.changes.append(Change(str(booking_id), BookingState.RESERVED, _EXPIRED_BY_TTL, "expire"))
+        tx.changes.append(Change(str(booking_id), BookingState.RESERVED, _EXPIRED_BY_TTL, Event.EXPIRE))
     if row["expired"]:
         tx.mirror_stale = True
     if policy.queue_has_lapsed(tx.starts_at, tx.now):
@@ -68,7 +68,9 @@ async def _lapse_queue(tx: SlotTransaction) -> None:
         SYSTEM_ACTOR,
     )
     for row in lapsed:
-        tx.changes.append(Change(str(row["booking_id"]), BookingState.PENDING, _LAPSED_IN_QUEUE, "lapse", 1))
+        tx.changes.append(
+            Change(str(row["booking_id"]), BookingState.PENDING, _LAPSED_IN_QUEUE, Event.LAPSE, 1)
+        )
     tx.waiting = 0
     tx.mirror_stale = True
 
@@ -106,7 +108,9 @@ async def promote(tx: SlotTransaction) -> None:
         tx.waiting -= 1
         tx.holds_granted.append((booking_id, int(row["fence"]), expires_at))
         # Each promotion takes the head of the queue as it stands at that moment.
-        tx.changes.append(Change(str(booking_id), BookingState.PENDING, _PROMOTED, "promote", 1, expires_at))
+        tx.changes.append(
+            Change(str(booking_id), BookingState.PENDING, _PROMOTED, Event.PROMOTE, 1, expires_at)
+        )
         tx.mirror_stale = True
 
 

@@ -85,7 +85,7 @@ class SlotTransaction:
             " VALUES ($1, $2, $3, $4, $5, $6, $7)",
             [booking_id, from_state, to_state, event.value, actor, reason, fence],
         )
-        self.changes.append(Change(str(booking_id), from_state, to_state, event.value, position))
+        self.changes.append(Change(str(booking_id), from_state, to_state, event, position))
         self.mirror_stale = True
 
     def unit_released(self, unit: int | None) -> None:
