@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -10,6 +11,7 @@ from slotengine.config import Settings
 from slotengine.redis.connection import reconnecting
 from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
 from slotengine.scheduling.source import DueTimeScheduleSource
+from slotengine.service.combining import Combiner
 from slotengine.service.timers import Timers
 from slotengine.store.database import close_database, open_database
 
@@ -22,6 +24,8 @@ class Engine:
     prefix: str
     timers: Timers
     reserve_rate_per_minute: int = 0  # per holder; 0 = no limit
+    # This process's batches of concurrent reservations, per slot (see service/combining.py).
+    reservations: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)
