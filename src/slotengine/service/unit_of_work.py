@@ -27,6 +27,7 @@ from slotengine.redis.keys import expiry_lateness_key
 from slotengine.service.announcements import Change, SlotAnnouncement
 from slotengine.service.engine import Engine
 from slotengine.service.mirror import MirrorOp, apply_to_mirror, drop_mirror, mirror_ops, rebuild_mirror
+from slotengine.service.state_sql import PENDING
 from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class SlotTransaction:
 
     async def _waiting_before(self, queue_seq: int) -> int:
         row = await self.fetch_one(
-            "SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = 'PENDING' AND queue_seq < $2",
+            f"SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = {PENDING} AND queue_seq < $2",
             self.slot_id,
             queue_seq,
         )
