@@ -31,6 +31,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(name: str, values_ms: list[float]) -> str:
+    if not values_ms:
+        return f"{name:<34} n=0"
     return (
         f"{name:<34} n={len(values_ms):<5} p50={percentile(values_ms, 50):8.1f} ms"
         f"  p99={percentile(values_ms, 99):8.1f} ms  max={max(values_ms):8.1f} ms"

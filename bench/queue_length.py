@@ -98,7 +98,7 @@ async def _queue_length(slot_id: str) -> int:
 
 
 async def run(*, quick: bool = False) -> None:
-    big, samples, budget = (10_000, 10, 20.0) if quick else (100_000, 30, 60.0)
+    big, samples, budget = (10_000, 10, 20.0) if quick else (100_000, 15, 30.0)
     async with bench_engine() as (engine, _):
         slots = {SMALL: await _slot(engine), big: await _slot(engine)}
         for waiters, slot_id in slots.items():
