@@ -154,15 +154,25 @@ class SideBySide:
     def __init__(self) -> None:
         self.figures: dict[str, list[tuple[float, float]]] = {}
         self.units: dict[str, tuple[str, bool]] = {}
+        self.wrong: dict[str, int] = {}  # rounds in which a side gave wrong answers
 
     def add(
-        self, name: str, engine: float, floor: float, unit: str, *, higher_is_better: bool = False
+        self,
+        name: str,
+        engine: float,
+        floor: float,
+        unit: str,
+        *,
+        higher_is_better: bool = False,
+        wrong: bool = False,
     ) -> None:
+        """Record one round's figure; `wrong` marks a round in which some answers were wrong."""
         self.figures.setdefault(name, []).append((engine, floor))
         self.units[name] = (unit, higher_is_better)
+        self.wrong[name] = self.wrong.get(name, 0) + wrong
         print(
             f"  {name:<40} engine {engine:9.2f} {unit:<5} floor {floor:9.2f} {unit:<5}"
-            f" ratio {engine / floor:6.2f}",
+            f" ratio {engine / floor:6.2f}{'  (WRONG ANSWERS: not comparable)' if wrong else ''}",
             flush=True,
         )
 
@@ -175,7 +185,8 @@ class SideBySide:
                 f"{name:<42} engine/floor = {statistics.median(ratios):5.2f} (median of {len(ratios)};"
                 f" {', '.join(f'{r:.2f}' for r in ratios)}; {better} is better)"
                 f"  engine {statistics.median(e for e, _ in pairs):.2f} {unit},"
-                f" floor {statistics.median(f for _, f in pairs):.2f} {unit}",
+                f" floor {statistics.median(f for _, f in pairs):.2f} {unit}"
+                + (f"  !! {self.wrong[name]} round(s) with wrong answers" if self.wrong[name] else ""),
                 flush=True,
             )
 

@@ -42,8 +42,9 @@ async def new_slot(engine: Engine, capacity: int) -> str:
 
 async def race(
     engine: Engine, secret: str, port: int, path: str, capacity: int, tag: str
-) -> tuple[float, list[str], list[dict[str, Any]]]:
-    """RACERS holders reserve one new slot at once: (seconds to the last answer, tokens, answers)."""
+) -> tuple[float, list[str], list[dict[str, Any]], bool]:
+    """RACERS holders reserve one new slot at once: (seconds to the last answer, tokens, answers,
+    whether every answer was right)."""
     slot_id = await new_slot(engine, capacity)
     tokens = [issue_token(secret, f"{tag}-{i}") for i in range(RACERS)]
     requests = [
@@ -52,8 +53,7 @@ async def race(
     ]
     seconds, answers = await burst(port, requests)
     bookings = [_payload(a, "reserveSlot") for a in answers]
-    _check_race(bookings, capacity, tag)
-    return seconds, tokens, bookings
+    return seconds, tokens, bookings, _check_race(bookings, capacity, tag)
 
 
 def _payload(answer: Answer, field: str) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def _payload(answer: Answer, field: str) -> dict[str, Any]:
     return result
 
 
-def _check_race(bookings: list[dict[str, Any]], capacity: int, tag: str) -> None:
+def _check_race(bookings: list[dict[str, Any]], capacity: int, tag: str) -> bool:
     wrong = [b for b in bookings if b["__typename"] != "Booking"]
     held = [b for b in bookings if b.get("state") == "RESERVED"]
     positions = sorted(b["queuePosition"] for b in bookings if b.get("state") == "PENDING")
@@ -79,6 +79,8 @@ def _check_race(bookings: list[dict[str, Any]], capacity: int, tag: str) -> None
             f" {len(held)} RESERVED, positions {positions[:3]}...{positions[-3:]}",
             flush=True,
         )
+        return False
+    return True
 
 
 async def run(*, quick: bool = False) -> None:
@@ -95,9 +97,10 @@ async def run(*, quick: bool = False) -> None:
                 # Alternate who goes first, so neither side always runs on the other's leftovers.
                 order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
                 seconds: dict[str, float] = {}
+                right: dict[str, bool] = {}
                 for side in order:
                     port, path = sides[side]
-                    seconds[side], _, _ = await race(
+                    seconds[side], _, _, right[side] = await race(
                         engine, secret, port, path, capacity, f"hot{round_}-c{capacity}-{side}"
                     )
                 table.add(
@@ -105,6 +108,7 @@ async def run(*, quick: bool = False) -> None:
                     seconds["engine"],
                     seconds["floor"],
                     "s",
+                    wrong=not all(right.values()),
                 )
             await _confirm_and_cancel(engine, secret, api_port, round_)
         print("-- hot slot, engine/floor:")
@@ -113,7 +117,7 @@ async def run(*, quick: bool = False) -> None:
 
 async def _confirm_and_cancel(engine: Engine, secret: str, port: int, round_: int) -> None:
     """Engine only: confirms and cancel-with-promotion, RACERS / 2 .. RACERS at once on one slot."""
-    seconds, tokens, bookings = await race(engine, secret, port, ENGINE_PATH, RACERS, f"conf{round_}")
+    seconds, tokens, bookings, _ = await race(engine, secret, port, ENGINE_PATH, RACERS, f"conf{round_}")
     print(f"  engine: {RACERS} reserves, capacity {RACERS} (all hold): last answer {seconds:6.2f} s")
     holds = [(b, t) for b, t in zip(bookings, tokens, strict=True) if b.get("state") == "RESERVED"]
     requests = [
@@ -128,7 +132,7 @@ async def _confirm_and_cancel(engine: Engine, secret: str, port: int, round_: in
     )
 
     half = RACERS // 2
-    _, tokens, bookings = await race(engine, secret, port, ENGINE_PATH, half, f"canc{round_}")
+    _, tokens, bookings, _ = await race(engine, secret, port, ENGINE_PATH, half, f"canc{round_}")
     holders = [(b, t) for b, t in zip(bookings, tokens, strict=True) if b.get("state") == "RESERVED"]
     waiters = sum(b.get("state") == "PENDING" for b in bookings)
     requests = [

@@ -163,13 +163,15 @@ async def run(*, quick: bool = False) -> None:
                     print(f"  !! {side}: {figures[side][2]} answers were not a Booking (or socket errors)")
             if round_ < 0:
                 continue
+            wrong = any(f[2] for f in figures.values())
             table.add(
                 "reserve throughput",
                 figures["engine"][0],
                 figures["floor"][0],
                 "req/s",
                 higher_is_better=True,
+                wrong=wrong,
             )
-            table.add("reserve p99", figures["engine"][1], figures["floor"][1], "ms")
+            table.add("reserve p99", figures["engine"][1], figures["floor"][1], "ms", wrong=wrong)
         print("-- many slots, engine/floor:")
         table.report()
