@@ -1,8 +1,9 @@
 """A Taskiq schedule source for one-off tasks due at a precise moment.
 
 Taskiq's stock sources are read once a second at best; this one is a Redis sorted set by due
-time, claimed atomically (claim_due.lua), so a scheduler polling every few milliseconds sends
-each task once and on time. A claim that is never acknowledged (the scheduler died between
+time, claimed atomically (claim_due.lua), so each task is sent once and on time. A scheduler
+sleeps until the earliest due time; arming a timer publishes its due time on a wake-up channel,
+so a scheduler sleeping past it wakes early. A claim that is never acknowledged (the scheduler died between
 claiming and sending) becomes due again when its lease ends. Due times are compared with
 Redis' clock, never with a scheduler's own: every scheduler then agrees on what is due.
 """
@@ -53,6 +54,9 @@ class DueTimeScheduleSource(ScheduleSource):
     def _add_at(self, pipe: Pipeline, schedule: ScheduledTask, due_ms: int) -> None:
         pipe.hset(self.keys.tasks, schedule.schedule_id, schedule.model_dump_json())
         pipe.zadd(self.keys.due, {schedule.schedule_id: due_ms})
+        # Costs nothing when no scheduler listens; a scheduler that does ignores it unless it is
+        # due before the scheduler would wake anyway.
+        pipe.publish(self.keys.wake, due_ms)
 
     async def delete_schedule(self, schedule_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -72,13 +76,21 @@ class DueTimeScheduleSource(ScheduleSource):
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest schedule is due (0 when overdue), None when none is."""
+        earliest_ms, now_ms = await self.earliest_due()
+        if earliest_ms is None:
+            return None
+        return max(0.0, (earliest_ms - now_ms) / 1000)
+
+    async def earliest_due(self) -> tuple[int | None, int]:
+        """(When the next schedule or lapsed claim is due, Redis' now), both epoch ms, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrange(self.keys.due, 0, 0, withscores=True)
+            pipe.zrange(self.keys.claimed, 0, 0, withscores=True)
             pipe.time()
-            first, now = await pipe.execute()
-        if not first:
-            return None
-        return max(0.0, (float(first[0][1]) - time_reply_ms(now)) / 1000)
+            first_due, first_lease, now = await pipe.execute()
+        # A claim whose scheduler died is due again when its lease ends (claim_due.lua).
+        moments = [int(float(first[0][1])) for first in (first_due, first_lease) if first]
+        return (min(moments) if moments else None), time_reply_ms(now)
 
     async def pending(self) -> int:
         """How many schedules wait (due later, or claimed and not yet sent)."""
