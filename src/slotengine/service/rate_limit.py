@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from slotengine.domain.errors import RateLimited
 from slotengine.redis import scripts
 from slotengine.redis.keys import reserve_rate_key
@@ -21,3 +23,18 @@ async def take_reserve_turn(engine: Engine, holder: str) -> None:
     )
     if int(calls) > limit:
         raise RateLimited(retry_after_seconds=int(left_ms) / 1000)
+
+
+async def take_reserve_turns(engine: Engine, holders: Sequence[str]) -> list[RateLimited | None]:
+    """take_reserve_turn for a batch of reservations in one round trip: each call's refusal or None."""
+    limit = engine.reserve_rate_per_minute
+    if limit <= 0:
+        return [None] * len(holders)
+    answers = await scripts.take_turn.run_many(
+        engine.redis,
+        [([reserve_rate_key(engine.prefix, holder)], [WINDOW_SECONDS * 1000]) for holder in holders],
+    )
+    return [
+        RateLimited(retry_after_seconds=int(left_ms) / 1000) if int(calls) > limit else None
+        for calls, left_ms in answers
+    ]

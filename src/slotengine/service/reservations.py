@@ -53,9 +53,13 @@ async def reserve_slot(engine: Engine, caller: Caller, slot_id: str, key: str) -
 
 
 async def _reserve_once(engine: Engine, caller: Caller, slot_id: str, key: str) -> tuple[BookingView, bool]:
-    await take_reserve_turn(engine, caller.holder)
-    policy.validate_idempotency_key(key)
-    slot_uuid = parse_slot_id(slot_id)
+    try:
+        policy.validate_idempotency_key(key)
+        slot_uuid = parse_slot_id(slot_id)
+    except ValidationError:
+        await take_reserve_turn(engine, caller.holder)  # counts too, and RateLimited comes first
+        raise
+    # The turn against the rate limit is taken in the batch, one round trip for all of it.
     # Concurrent reservations of one slot in this process share one transaction.
     reservation: Reservation = await engine.reservations.submit(
         slot_uuid, ReserveRequest(caller.holder, key), functools.partial(reserve_batch, engine)
