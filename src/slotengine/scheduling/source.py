@@ -11,7 +11,6 @@ Redis' clock, never with a scheduler's own: every scheduler then agrees on what 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -67,8 +66,8 @@ class DueTimeScheduleSource(ScheduleSource):
 
     async def get_schedules(self) -> list[ScheduledTask]:
         """Claim and return the schedules due now; each is handed to one caller only."""
-        flat: list[Any] = await scripts.claim_due(self.redis, self.keys.all(), [CLAIM_LEASE_MS, CLAIM_BATCH])
-        return [ScheduledTask.model_validate_json(flat[i + 1]) for i in range(0, len(flat), 2)]
+        claims = await scripts.claim_due_tasks(self.redis, self.keys.all(), CLAIM_LEASE_MS, CLAIM_BATCH)
+        return [ScheduledTask.model_validate_json(claim.task_json) for claim in claims]
 
     async def post_send(self, task: ScheduledTask) -> None:
         """The task is on the broker's stream: forget the schedule."""

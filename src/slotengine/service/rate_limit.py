@@ -18,11 +18,11 @@ async def take_reserve_turn(engine: Engine, holder: str) -> None:
     if limit <= 0:
         return
     # The window is timed by Redis alone: API processes with skewed clocks share one count.
-    calls, left_ms = await scripts.take_turn(
-        engine.redis, [reserve_rate_key(engine.prefix, holder)], [WINDOW_SECONDS * 1000]
+    turn = await scripts.take_one_turn(
+        engine.redis, reserve_rate_key(engine.prefix, holder), WINDOW_SECONDS * 1000
     )
-    if int(calls) > limit:
-        raise RateLimited(retry_after_seconds=int(left_ms) / 1000)
+    if turn.calls > limit:
+        raise RateLimited(retry_after_seconds=turn.window_left_ms / 1000)
 
 
 async def take_reserve_turns(engine: Engine, holders: Sequence[str]) -> list[RateLimited | None]:
@@ -34,7 +34,8 @@ async def take_reserve_turns(engine: Engine, holders: Sequence[str]) -> list[Rat
         engine.redis,
         [([reserve_rate_key(engine.prefix, holder)], [WINDOW_SECONDS * 1000]) for holder in holders],
     )
+    turns = [scripts.parse_turn(answer) for answer in answers]
     return [
-        RateLimited(retry_after_seconds=int(left_ms) / 1000) if int(calls) > limit else None
-        for calls, left_ms in answers
+        RateLimited(retry_after_seconds=turn.window_left_ms / 1000) if turn.calls > limit else None
+        for turn in turns
     ]
