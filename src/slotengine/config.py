@@ -106,7 +106,12 @@ class Settings(BaseSettings):
         return origins
 
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
-    scheduler_tick_seconds: float = Field(default=0.01, gt=0, description="timer polling period")
+    scheduler_tick_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="the scheduler's heartbeat period, the longest it sleeps when no timer is due"
+        " (timers armed wake it early, so this does not bound how late one fires)",
+    )
 
     @model_validator(mode="after")
     def _readers_leave_connections_for_reserves(self) -> Settings:

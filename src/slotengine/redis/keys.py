@@ -34,15 +34,17 @@ class ScheduleKeys:
     due: str  # sorted set: schedule id -> due time (epoch ms)
     tasks: str  # hash: schedule id -> the ScheduledTask as JSON
     claimed: str  # sorted set: schedule id -> lease deadline (epoch ms) of the scheduler sending it
+    wake: str  # pub/sub channel: the due time (epoch ms) of each timer armed, to wake schedulers
 
     def all(self) -> list[str]:
+        """The keys claim_due.lua takes (not the wake-up channel)."""
         return [self.due, self.tasks, self.claimed]
 
 
 def schedule_keys(prefix: str) -> ScheduleKeys:
     """The keys of the one-off task schedule (hold expiries, queue lapses)."""
     tag = f"{prefix}{{schedule}}"
-    return ScheduleKeys(due=f"{tag}:due", tasks=f"{tag}:tasks", claimed=f"{tag}:claimed")
+    return ScheduleKeys(due=f"{tag}:due", tasks=f"{tag}:tasks", claimed=f"{tag}:claimed", wake=f"{tag}:wake")
 
 
 def timers_armed_key(prefix: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -56,8 +56,96 @@ class LuaScript:
         return f"LuaScript({self.name!r}, sha={self.sha[:8]})"
 
 
-reserve = LuaScript("reserve")
-sync_slot = LuaScript("sync_slot")
+class ChangesApplied(NamedTuple):
+    """apply_changes.lua's answer: whether the mirror took the changes, and the places it reported."""
+
+    applied: bool
+    missing: bool  # the slot was not mirrored at all (else, when not applied: it disagreed)
+    places: list[int]  # for each queue- and rank operation, in order (0 = not waiting)
+
+
+async def apply_changes(redis: Redis, keys: list[str], args: list[Any]) -> ChangesApplied:
+    """Run apply_changes.lua (see its header) and read its answer."""
+    answer = await apply_changes_script(redis, keys, args)
+    status = answer[0]
+    return ChangesApplied(status == "OK", status == "MISSING", [int(place) for place in answer[1:]])
+
+
+class SlotStatus(NamedTuple):
+    """slot_status.lua's answer for a mirrored slot."""
+
+    capacity: int
+    confirmed: int
+    live_holds: int
+    lapsed_holds: int  # past their expiry in Redis' clock, not yet expired in PostgreSQL
+    waiting: int
+    closed: bool
+    now_ms: int  # Redis' clock
+
+
+async def read_slot_status(redis: Redis, keys: list[str]) -> SlotStatus | None:
+    """The slot's counts from its mirror, or None when it is not mirrored."""
+    answer = await slot_status(redis, keys, [])
+    if answer[0] == "MISSING":
+        return None
+    capacity, confirmed, live, lapsed, waiting, closed, now_ms = (int(value) for value in answer)
+    return SlotStatus(capacity, confirmed, live, lapsed, waiting, bool(closed), now_ms)
+
+
+class QueuePlace(NamedTuple):
+    """queue_position.lua's answer."""
+
+    mirrored: bool
+    place: int | None  # 1 = next in line; None when the booking is not waiting
+
+
+async def read_queue_place(redis: Redis, keys: list[str], booking_id: str) -> QueuePlace:
+    """Where the booking stands in its slot's mirrored queue."""
+    answer = await queue_position(redis, keys, [booking_id])
+    if answer[0] == "MISSING":
+        return QueuePlace(False, None)
+    return QueuePlace(True, int(answer[0]) or None)
+
+
+class Claim(NamedTuple):
+    """One schedule claim_due.lua handed to this caller."""
+
+    schedule_id: str
+    task_json: str
+
+
+async def claim_due_tasks(redis: Redis, keys: list[str], lease_ms: int, most: int) -> list[Claim]:
+    """Claim the schedules due now (see claim_due.lua)."""
+    flat: list[str] = await claim_due(redis, keys, [lease_ms, most])
+    return [Claim(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+class Turn(NamedTuple):
+    """take_turn.lua's answer."""
+
+    allowed: bool
+    wait_ms: int  # until a call would be allowed; 0 when this one was
+
+
+def parse_turn(answer: Any) -> Turn:
+    allowed, wait_ms = answer
+    return Turn(bool(int(allowed)), int(wait_ms))
+
+
+def turn_args(window_ms: int, limit: int, now_ms: int | None = None) -> list[Any]:
+    """take_turn.lua's ARGV; `now_ms` None leaves the time to Redis' clock."""
+    return [window_ms, limit, "" if now_ms is None else now_ms]
+
+
+async def take_one_turn(
+    redis: Redis, key: str, window_ms: int, limit: int, now_ms: int | None = None
+) -> Turn:
+    """Log one call under `key` in a sliding window (see take_turn.lua)."""
+    return parse_turn(await take_turn(redis, [key], turn_args(window_ms, limit, now_ms)))
+
+
+apply_changes_script = LuaScript("apply_changes")
+sync_slot = LuaScript("sync_slot")  # answers the number of holds and queue entries written
 slot_status = LuaScript("slot_status")
 queue_position = LuaScript("queue_position")
 claim_due = LuaScript("claim_due")

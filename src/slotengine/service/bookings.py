@@ -7,11 +7,11 @@ from uuid import UUID
 
 from slotengine.domain import policy
 from slotengine.domain.states import BookingState
+from slotengine.service.state_sql import CLAIMING_SQL, RESERVED
 from slotengine.service.views import BookingView
 from slotengine.store.database import connection
 
-# Holds and waits: what a holder has claimed and not yet settled (a confirmed booking is settled).
-_CLAIMING = (BookingState.PENDING, BookingState.RESERVED)
+BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at"
 
 
 async def check_live_booking_cap(holder: str, slot_id: UUID, cap: int) -> None:
@@ -24,8 +24,7 @@ async def check_live_booking_cap(holder: str, slot_id: UUID, cap: int) -> None:
         return
     rows = await connection().execute_query_dict(
         "SELECT count(*) AS n FROM bookings WHERE holder = $1 AND slot_id <> $2"
-        f" AND state IN ('{_CLAIMING[0]}', '{_CLAIMING[1]}')"
-        f" AND (state <> '{BookingState.RESERVED}' OR expires_at > now())",
+        f" AND state IN {CLAIMING_SQL} AND (state <> {RESERVED} OR expires_at > now())",
         [holder, slot_id],
     )
     policy.check_live_booking_cap(int(rows[0]["n"]), cap)
@@ -33,8 +32,7 @@ async def check_live_booking_cap(holder: str, slot_id: UUID, cap: int) -> None:
 
 async def load_booking_row(booking_id: UUID) -> dict[str, Any] | None:
     rows = await connection().execute_query_dict(
-        "SELECT id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at"
-        " FROM bookings WHERE id = $1",
+        f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = $1",
         [booking_id],
     )
     return rows[0] if rows else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -10,6 +11,7 @@ from slotengine.config import Settings, required
 from slotengine.redis.connection import connect
 from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
 from slotengine.scheduling.source import DueTimeScheduleSource
+from slotengine.service.combining import Combiner
 from slotengine.service.read_gate import ReadGate
 from slotengine.service.timers import Timers
 from slotengine.store.database import close_database, open_database
@@ -26,6 +28,8 @@ class Engine:
     read_rate_per_minute: int = 0  # per client (holder or address); 0 = no limit
     live_bookings_per_holder: int = 0  # holds and waits at once; 0 = no cap
     read_gate: ReadGate = field(default_factory=lambda: ReadGate(connections=5, wait_seconds=2.0))
+    # This process's batches of concurrent reservations, per slot (see service/combining.py).
+    reservations: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)

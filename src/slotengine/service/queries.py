@@ -23,7 +23,7 @@ from slotengine.service.bookings import booking_view
 from slotengine.service.engine import Engine
 from slotengine.service.ids import parse_id
 from slotengine.service.reservations import settle_slot
-from slotengine.service.slot_transaction import SYSTEM_ACTOR
+from slotengine.service.unit_of_work import SYSTEM_ACTOR
 from slotengine.service.views import (
     BookingView,
     Caller,

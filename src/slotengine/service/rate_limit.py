@@ -7,7 +7,7 @@ across a window boundary.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from slotengine.domain.errors import RateLimited
 from slotengine.redis import scripts
@@ -22,20 +22,28 @@ async def take_turn(engine: Engine, key: str, limit: int, *, now_ms: int | None 
 
     `now_ms` is for tests only: production leaves the time to Redis' clock.
     """
-    allowed, wait_ms = await scripts.take_turn(
-        engine.redis, [key], [WINDOW_SECONDS * 1000, limit, "" if now_ms is None else now_ms]
-    )
-    return None if int(allowed) else int(wait_ms) / 1000
+    turn = await scripts.take_one_turn(engine.redis, key, WINDOW_SECONDS * 1000, limit, now_ms)
+    return None if turn.allowed else turn.wait_ms / 1000
 
 
 async def take_reserve_turn(engine: Engine, holder: str) -> None:
     """Count one reserveSlot call of `holder`; RateLimited once the last minute's allowance is spent."""
+    refusal = (await take_reserve_turns(engine, [holder]))[0]
+    if refusal is not None:
+        raise refusal
+
+
+async def take_reserve_turns(engine: Engine, holders: Sequence[str]) -> list[RateLimited | None]:
+    """One reserveSlot turn for each of a batch of reservations, in one round trip: each refusal or None."""
     limit = engine.reserve_rate_per_minute
     if limit <= 0:
-        return
-    wait = await take_turn(engine, reserve_rate_key(engine.prefix, holder), limit)
-    if wait is not None:
-        raise RateLimited(retry_after_seconds=wait)
+        return [None] * len(holders)
+    args = scripts.turn_args(WINDOW_SECONDS * 1000, limit)
+    answers = await scripts.take_turn.run_many(
+        engine.redis, [([reserve_rate_key(engine.prefix, holder)], args) for holder in holders]
+    )
+    turns = [scripts.parse_turn(answer) for answer in answers]
+    return [None if turn.allowed else RateLimited(retry_after_seconds=turn.wait_ms / 1000) for turn in turns]
 
 
 async def take_read_turn(engine: Engine, client: str) -> None:

@@ -80,8 +80,12 @@ async def _release_as_is(connection: asyncpg.Connection) -> None:
 async def open_database(url: str, pool_size: int = 20) -> None:
     """Start Tortoise's pool for this process (global, so every task and request sees it)."""
     parts = urlsplit(url)
-    db_url = urlunsplit(parts._replace(query=f"maxsize={pool_size}&minsize=1"))
-    default = expand_db_url(db_url)
+    query = f"maxsize={pool_size}&minsize=1"
+    default = expand_db_url(urlunsplit(parts._replace(query=query)))
+    # Plan every statement for its own arguments: a generic plan of a prepared statement guesses
+    # 100 rows for an unnest() of an array parameter and the average slot's size for any slot,
+    # and then scans a 100,000-waiter slot, or every idempotency record, on each reservation.
+    default["credentials"]["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
     default["credentials"]["reset"] = _release_as_is
     await Tortoise.init(
         config={
