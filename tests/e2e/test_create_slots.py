@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from slotengine.domain.recurrence import RecurrencePattern, Weekday
-from slotengine.service import slot_generation, slot_transaction
+from slotengine.service import mirror, slot_generation
 from slotengine.service.engine import Engine
 from slotengine.service.views import Caller
 from slotengine.store.database import connection
@@ -199,7 +199,7 @@ async def test_a_batch_interrupted_before_commit_leaves_no_slot_and_no_mirror(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mirrored: list[UUID] = []
-    real_mirror = slot_transaction.mirror_new_slots
+    real_mirror = mirror.mirror_new_slots
 
     async def mirror_then_cancel(engine: Engine, slots: list[tuple[UUID, int, datetime]]) -> None:
         await real_mirror(engine, slots)

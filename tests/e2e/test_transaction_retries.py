@@ -18,7 +18,7 @@ from redis.asyncio.client import PubSub
 
 from slotengine.config import Settings
 from slotengine.service.engine import Engine
-from slotengine.service.slot_transaction import TRANSACTION_ATTEMPTS
+from slotengine.service.retries import TRANSACTION_ATTEMPTS
 from slotengine.store.database import connection
 from tests.deadlines import eventually
 from tests.e2e.conftest import BOOKING_FIELDS, GraphQL, token

@@ -92,7 +92,7 @@ from slotengine.service.engine import Engine
 from slotengine.service.events import SlotAnnouncement
 from slotengine.service.expiry import ExpiryOutcome
 from slotengine.service.live import apply_to_booking, apply_to_slot
-from slotengine.service.slot_transaction import SYSTEM_ACTOR
+from slotengine.service.unit_of_work import SYSTEM_ACTOR
 from slotengine.service.views import BookingView, Caller, SlotView
 from tests.integration.conftest import new_slot, sql
 from tests.loop_bridge import Bridge

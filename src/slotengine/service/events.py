@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from slotengine.domain.states import BookingState
+from slotengine.service.announcements import SlotAnnouncement
 from slotengine.service.ordering import VersionOrder
 
 log = logging.getLogger(__name__)
@@ -27,44 +24,6 @@ log = logging.getLogger(__name__)
 LISTENER_BACKLOG = 256
 # How long an early announcement waits for the one before it; after that listeners re-read.
 GAP_WAIT_SECONDS = 0.25
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    booking_id: str
-    from_state: BookingState | None
-    to_state: BookingState
-    event: str
-    position: int | None
-    expires_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class SlotAnnouncement:
-    """Everything one committed slot transaction changed, with the slot's new version."""
-
-    slot_id: str
-    version: int
-    changes: tuple[ChangeEvent, ...]
-
-    @classmethod
-    def parse(cls, raw: str) -> SlotAnnouncement:
-        data: dict[str, Any] = json.loads(raw)
-        return cls(
-            slot_id=data["slotId"],
-            version=int(data["version"]),
-            changes=tuple(
-                ChangeEvent(
-                    booking_id=c["bookingId"],
-                    from_state=BookingState(c["from"]) if c["from"] else None,
-                    to_state=BookingState(c["to"]),
-                    event=c["event"],
-                    position=c.get("position"),
-                    expires_at=datetime.fromisoformat(c["expiresAt"]) if c.get("expiresAt") else None,
-                )
-                for c in data["changes"]
-            ),
-        )
 
 
 class Resync:

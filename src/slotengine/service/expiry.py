@@ -10,11 +10,13 @@ import logging
 from enum import StrEnum
 from uuid import UUID
 
-from slotengine.domain.states import BookingState
+from slotengine.domain.states import BookingState, Event
 from slotengine.service.bookings import load_booking_row
 from slotengine.service.engine import Engine
-from slotengine.service.slot_transaction import SlotBusy, retry_conflicts, slot_transaction
+from slotengine.service.retries import retry_conflicts
+from slotengine.service.settlement import settle
 from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
+from slotengine.service.unit_of_work import SlotBusy, slot_transaction
 from slotengine.store.database import connection
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,8 @@ async def expire_hold(engine: Engine, booking_id: UUID, fence: int) -> ExpiryOut
     if row is None or row["state"] != BookingState.RESERVED or row["fence"] != fence:
         return ExpiryOutcome.STALE
     async with slot_transaction(engine, row["slot_id"]) as tx:
-        await tx.settle()
-        if any(c.booking_id == str(booking_id) and c.event == "expire" for c in tx.changes):
+        await settle(tx)
+        if any(c.booking_id == str(booking_id) and c.event is Event.EXPIRE for c in tx.changes):
             return ExpiryOutcome.EXPIRED
         after = await tx.fetch_one("SELECT state, fence, expires_at FROM bookings WHERE id = $1", booking_id)
     assert after is not None
@@ -67,7 +69,7 @@ async def slots_needing_settlement(limit: int = SWEEP_BATCH) -> list[UUID]:
 @retry_conflicts
 async def _settle_unless_busy(engine: Engine, slot_id: UUID) -> bool:
     async with slot_transaction(engine, slot_id, skip_locked=True) as tx:
-        await tx.settle()
+        await settle(tx)
     return bool(tx.changes)
 
 

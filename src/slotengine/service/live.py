@@ -18,8 +18,9 @@ from slotengine.domain import policy
 from slotengine.domain.errors import BookingNotFound, SlotNotFound
 from slotengine.domain.states import FINAL_STATES, BookingState
 from slotengine.service import queries
+from slotengine.service.announcements import SlotAnnouncement
 from slotengine.service.engine import Engine
-from slotengine.service.events import EventHub, Message, SlotAnnouncement
+from slotengine.service.events import EventHub, Message
 from slotengine.service.views import BookingView, Caller, QueuePositionView, SlotView
 from slotengine.store.database import connection
 

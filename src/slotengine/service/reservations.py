@@ -25,15 +25,13 @@ from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.metrics import RESERVATIONS
 from slotengine.redis import scripts
 from slotengine.redis.clock import epoch_ms
+from slotengine.service.announcements import Change
 from slotengine.service.bookings import booking_view, load_booking_row, parse_booking_id
 from slotengine.service.engine import Engine
 from slotengine.service.rate_limit import take_reserve_turn
-from slotengine.service.slot_transaction import (
-    Change,
-    SlotTransaction,
-    retry_conflicts,
-    slot_transaction,
-)
+from slotengine.service.retries import retry_conflicts
+from slotengine.service.settlement import promote, queue_position, settle
+from slotengine.service.unit_of_work import SlotTransaction, slot_transaction
 from slotengine.service.views import BookingView, Caller
 from slotengine.store.database import connection
 
@@ -101,7 +99,7 @@ async def _replay(engine: Engine, caller: Caller, slot_id: UUID, key: str) -> Bo
 @retry_conflicts
 async def _reserve(engine: Engine, caller: Caller, slot_id: UUID, key: str) -> BookingView:
     async with slot_transaction(engine, slot_id) as tx:
-        await tx.settle()
+        await settle(tx)
         # A duplicate of this request that held the lock before us has committed by now.
         known = await tx.fetch(
             f"SELECT 'key' AS found, i.slot_id AS key_slot, {_prefixed('b')}"
@@ -129,7 +127,7 @@ async def _reserve(engine: Engine, caller: Caller, slot_id: UUID, key: str) -> B
                     [caller.holder, key, slot_id, outcome["id"]],
                 )
             if outcome["state"] == BookingState.PENDING:
-                position = await tx.queue_position(outcome["queue_seq"])
+                position = await queue_position(tx, outcome["queue_seq"])
         else:
             admitted = await _admit(tx, caller, key)
             outcome = admitted if isinstance(admitted, DomainError) else admitted[0]
@@ -197,7 +195,7 @@ async def _admit(
         tx.waiting += 1
         position = tx.waiting  # the lock is ours: everyone else waiting arrived earlier
         tx.queue_joined = True
-    tx.changes.append(Change(str(booking_id), None, state, event.value, position, expires_at))
+    tx.changes.append(Change(str(booking_id), None, state, event, position, expires_at))
     if not tx.mirror_stale:
         await _mirror_admission(tx, row, position)
     return row, position
@@ -237,7 +235,7 @@ async def confirm_booking(engine: Engine, caller: Caller, booking_id: str) -> Bo
     if row["holder"] != caller.holder:
         raise NotHolder(booking_id)
     async with slot_transaction(engine, row["slot_id"]) as tx:
-        await tx.settle()  # a hold past expiresAt is EXPIRED now, and stays so after we answer
+        await settle(tx)  # a hold past expiresAt is EXPIRED now, and stays so after we answer
         outcome = await _confirm(tx, caller, row["id"])
     if isinstance(outcome, DomainError):
         raise outcome
@@ -274,10 +272,10 @@ async def cancel_booking(engine: Engine, caller: Caller, booking_id: str, reason
     row = await _accessible_booking(caller, booking_id)
     role = Role.HOLDER if row["holder"] == caller.holder else Role.ADMIN
     async with slot_transaction(engine, row["slot_id"]) as tx:
-        await tx.settle()
+        await settle(tx)
         outcome = await _apply(tx, row["id"], Event.CANCEL, role, caller.holder, reason)
         if not isinstance(outcome, DomainError):
-            await tx.promote()
+            await promote(tx)
             outcome = await _booking_in(tx, row["id"])
     if isinstance(outcome, DomainError):
         raise outcome
@@ -291,7 +289,7 @@ async def complete_booking(engine: Engine, caller: Caller, booking_id: str) -> B
         raise NotAuthorized("only an admin can complete a booking")
     row = await _accessible_booking(caller, booking_id)
     async with slot_transaction(engine, row["slot_id"]) as tx:
-        await tx.settle()
+        await settle(tx)
         outcome = await _apply(tx, row["id"], Event.COMPLETE, Role.ADMIN, caller.holder, None)
     if isinstance(outcome, DomainError):
         raise outcome
@@ -326,7 +324,7 @@ async def _apply(
         tx.unit_released(row["unit"])
     position = None
     if state is BookingState.PENDING:
-        position = await tx.queue_position(row["queue_seq"]) + 1  # counted after it left
+        position = await queue_position(tx, row["queue_seq"]) + 1  # counted after it left
         tx.waiting -= 1
     await tx.record(
         booking_id, state, to_state, event, actor, reason=reason, fence=row["fence"], position=position
@@ -346,5 +344,5 @@ async def _accessible_booking(caller: Caller, booking_id: str) -> dict[str, Any]
 async def settle_slot(engine: Engine, slot_id: UUID) -> None:
     """Expire what has lapsed, promote the queue and rebuild the slot's Redis mirror."""
     async with slot_transaction(engine, slot_id) as tx:
-        await tx.settle()
+        await settle(tx)
         tx.mirror_stale = True

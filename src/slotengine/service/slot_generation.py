@@ -12,7 +12,7 @@ from tortoise.transactions import in_transaction
 from slotengine.domain import recurrence
 from slotengine.domain.errors import NotAuthorized
 from slotengine.service.engine import Engine
-from slotengine.service.slot_transaction import drop_mirrors, mirror_new_slots
+from slotengine.service.mirror import drop_mirrors, mirror_new_slots
 from slotengine.service.views import Caller, SlotView
 
 log = logging.getLogger(__name__)

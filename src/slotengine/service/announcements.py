@@ -1,0 +1,72 @@
+"""A slot's announcement: what one committed transaction changed, written and read here only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from slotengine.domain.states import BookingState, Event
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One booking's transition, announced on the slot's channel after commit."""
+
+    booking_id: str
+    from_state: BookingState | None
+    to_state: BookingState
+    event: Event
+    # Place in the queue at the moment the booking joined or left it (changes apply in order).
+    position: int | None = None
+    expires_at: datetime | None = None  # of a hold this change granted
+
+
+@dataclass(frozen=True, slots=True)
+class SlotAnnouncement:
+    """Everything one committed slot transaction changed, with the slot's new version."""
+
+    slot_id: str
+    version: int
+    changes: tuple[Change, ...]
+
+    def to_json(self) -> str:
+        """The announcement as published on the slot's channel."""
+        return json.dumps(
+            {
+                "slotId": self.slot_id,
+                "version": self.version,
+                "changes": [
+                    {
+                        "bookingId": c.booking_id,
+                        "from": c.from_state,
+                        "to": c.to_state,
+                        "event": c.event.value,
+                        "position": c.position,
+                        "expiresAt": c.expires_at.isoformat() if c.expires_at else None,
+                    }
+                    for c in self.changes
+                ],
+            }
+        )
+
+    @classmethod
+    def parse(cls, raw: str) -> SlotAnnouncement:
+        """Read what to_json wrote; ValueError or KeyError when it is not an announcement."""
+        data: dict[str, Any] = json.loads(raw)
+        return cls(
+            slot_id=data["slotId"],
+            version=int(data["version"]),
+            changes=tuple(
+                Change(
+                    booking_id=c["bookingId"],
+                    from_state=BookingState(c["from"]) if c["from"] else None,
+                    to_state=BookingState(c["to"]),
+                    event=Event(c["event"]),
+                    position=c.get("position"),
+                    expires_at=datetime.fromisoformat(c["expiresAt"]) if c.get("expiresAt") else None,
+                )
+                for c in data["changes"]
+            ),
+        )

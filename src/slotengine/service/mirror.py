@@ -1,0 +1,91 @@
+"""The Redis mirror of a slot: rebuilt from PostgreSQL, written for new slots, dropped on failure."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from slotengine.domain.states import BookingState
+from slotengine.redis import scripts
+from slotengine.redis.clock import epoch_ms
+from slotengine.service.engine import Engine
+
+log = logging.getLogger(__name__)
+
+# The mirror outlives the slot by a day, then Redis may drop it; it is rebuildable anyway.
+_MIRROR_GRACE = timedelta(days=1)
+
+
+async def rebuild_mirror(
+    engine: Engine, conn: BaseDBAsyncClient, slot_id: UUID, capacity: int, closed: bool, ends_at: datetime
+) -> None:
+    """Write the slot's state, as `conn`'s transaction sees it, over its Redis mirror."""
+    rows = await conn.execute_query_dict(
+        "SELECT id, state, expires_at, queue_seq FROM bookings WHERE slot_id = $1"
+        " AND state IN ('RESERVED', 'PENDING', 'CONFIRMED', 'COMPLETED') ORDER BY queue_seq",
+        [slot_id],
+    )
+    holds: list[Any] = []
+    queue: list[Any] = []
+    settled = 0
+    for row in rows:
+        if row["state"] == BookingState.RESERVED:
+            holds += [epoch_ms(row["expires_at"]), str(row["id"])]
+        elif row["state"] == BookingState.PENDING:
+            queue += [row["queue_seq"], str(row["id"])]
+        else:
+            settled += 1
+    await scripts.sync_slot(
+        engine.redis,
+        engine.keys(str(slot_id)).all(),
+        _mirror_args(capacity, settled, closed, ends_at, holds, queue),
+    )
+
+
+def _mirror_args(
+    capacity: int, settled: int, closed: bool, ends_at: datetime, holds: list[Any], queue: list[Any]
+) -> list[Any]:
+    """sync_slot.lua's ARGV: holds and queue are flat (score, booking id) pairs."""
+    return [
+        capacity,
+        settled,
+        int(closed),
+        epoch_ms(ends_at + _MIRROR_GRACE),
+        len(holds) // 2,
+        *holds,
+        *queue,
+    ]
+
+
+async def mirror_new_slots(engine: Engine, slots: Sequence[tuple[UUID, int, datetime]]) -> None:
+    """Write the mirrors of unbooked, open slots given as (id, capacity, ends_at), in one round trip."""
+    calls = [
+        (engine.keys(str(slot_id)).all(), _mirror_args(capacity, 0, False, ends_at, [], []))
+        for slot_id, capacity, ends_at in slots
+    ]
+    await scripts.sync_slot.run_many(engine.redis, calls)
+
+
+async def drop_mirrors(engine: Engine, slot_ids: Sequence[UUID]) -> None:
+    """Forget the mirrors of these slots (they are rebuilt from the database on next use)."""
+    try:
+        async with engine.redis.pipeline(transaction=False) as pipe:
+            for slot_id in slot_ids:
+                # One DEL per slot: a slot's keys share a cluster hash slot, different slots do not.
+                pipe.delete(*engine.keys(str(slot_id)).all())
+            await pipe.execute()
+    except Exception:  # the next use rebuilds them either way
+        log.exception("could not drop the Redis mirrors of %d slots", len(slot_ids))
+
+
+async def drop_mirror(engine: Engine, slot_id: str) -> None:
+    """Forget one slot's mirror (it may be ahead of a transaction that rolled back)."""
+    try:
+        await engine.redis.delete(*engine.keys(slot_id).all())
+    except Exception:  # the next use rebuilds it either way
+        log.exception("could not drop the Redis mirror of slot %s", slot_id)

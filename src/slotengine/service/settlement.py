@@ -1,0 +1,125 @@
+"""Settling a slot inside its transaction: expire lapsed holds, lapse a started queue, promote."""
+
+from __future__ import annotations
+
+from slotengine.domain import policy
+from slotengine.domain.states import BookingState, Event, Role, transition
+from slotengine.service.announcements import Change
+from slotengine.service.unit_of_work import SYSTEM_ACTOR, SlotTransaction
+
+_EXPIRED_BY_TTL = transition(BookingState.RESERVED, Event.EXPIRE, Role.SYSTEM)
+_LAPSED_IN_QUEUE = transition(BookingState.PENDING, Event.LAPSE, Role.SYSTEM)
+_PROMOTED = transition(BookingState.PENDING, Event.PROMOTE, Role.SYSTEM)
+
+
+async def settle(tx: SlotTransaction) -> None:
+    """Expire lapsed holds, lapse a queue whose slot started, offer free units to the queue.
+
+    Also takes the snapshot (taken units, queue length) the rest of the transaction uses.
+    """
+    # A data-modifying CTE's outer query sees the rows as they were before the UPDATE,
+    # hence the lapsed holds are left out of the taken units by hand.
+    row = await tx.fetch_one(
+        "WITH lapsed AS ("
+        "  UPDATE bookings SET state = $2, unit = NULL, updated_at = now()"
+        "  WHERE slot_id = $1 AND state = 'RESERVED' AND expires_at <= now()"
+        "  RETURNING id, fence, EXTRACT(EPOCH FROM clock_timestamp() - expires_at) AS late),"
+        " audit AS ("
+        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
+        "  SELECT id, 'RESERVED', $2, $3, $4, fence FROM lapsed RETURNING booking_id)"
+        " SELECT"
+        "  ARRAY(SELECT booking_id FROM audit) AS expired,"
+        "  ARRAY(SELECT late FROM lapsed) AS lateness,"
+        "  ARRAY(SELECT unit FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL"
+        "        AND id NOT IN (SELECT id FROM lapsed)) AS taken,"
+        "  (SELECT count(*) FROM bookings WHERE slot_id = $1 AND state = 'PENDING') AS waiting",
+        tx.slot_id,
+        _EXPIRED_BY_TTL,
+        Event.EXPIRE.value,
+        SYSTEM_ACTOR,
+    )
+    assert row is not None
+    tx.taken = list(row["taken"])
+    tx.waiting = int(row["waiting"])
+    tx.expiry_lateness = [float(seconds) for seconds in row["lateness"]]
+    for booking_id in row["expired"]:
+        tx.changes.append(Change(str(booking_id), BookingState.RESERVED, _EXPIRED_BY_TTL, Event.EXPIRE))
+    if row["expired"]:
+        tx.mirror_stale = True
+    if policy.queue_has_lapsed(tx.starts_at, tx.now):
+        await _lapse_queue(tx)
+    else:
+        await promote(tx)
+
+
+async def _lapse_queue(tx: SlotTransaction) -> None:
+    if not tx.waiting:
+        return
+    lapsed = await tx.fetch(
+        "WITH lapsed AS ("
+        "  UPDATE bookings SET state = $2, updated_at = now()"
+        "  WHERE slot_id = $1 AND state = 'PENDING' RETURNING id)"
+        " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason)"
+        " SELECT id, 'PENDING', $2, $3, $4, 'the slot started' FROM lapsed"
+        " RETURNING booking_id",
+        tx.slot_id,
+        _LAPSED_IN_QUEUE,
+        Event.LAPSE.value,
+        SYSTEM_ACTOR,
+    )
+    for row in lapsed:
+        tx.changes.append(
+            Change(str(row["booking_id"]), BookingState.PENDING, _LAPSED_IN_QUEUE, Event.LAPSE, 1)
+        )
+    tx.waiting = 0
+    tx.mirror_stale = True
+
+
+async def promote(tx: SlotTransaction) -> None:
+    """Offer each free unit to the head of the queue, in arrival order."""
+    free = policy.free_units(tx.capacity, tx.taken)
+    if not free or not tx.waiting:
+        return
+    heads = await tx.fetch(
+        "SELECT id FROM bookings WHERE slot_id = $1 AND state = 'PENDING' ORDER BY queue_seq LIMIT $2",
+        tx.slot_id,
+        len(free),
+    )
+    expires_at = policy.hold_expiry(tx.now, tx.hold_seconds)
+    for booking_id, unit in policy.promotions(free, [r["id"] for r in heads]):
+        row = await tx.fetch_one(
+            "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"
+            " promoted AS ("
+            "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
+            "   fence = (SELECT fence FROM fence)"
+            "  WHERE id = $1 AND state = 'PENDING' RETURNING id, fence)"
+            " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
+            " SELECT id, 'PENDING', $3, $6, $7, fence FROM promoted RETURNING fence",
+            booking_id,
+            tx.slot_id,
+            _PROMOTED,
+            unit,
+            expires_at,
+            Event.PROMOTE.value,
+            SYSTEM_ACTOR,
+        )
+        assert row is not None  # the slot lock keeps the queue as we read it
+        tx.taken.append(unit)
+        tx.waiting -= 1
+        tx.holds_granted.append((booking_id, int(row["fence"]), expires_at))
+        # Each promotion takes the head of the queue as it stands at that moment.
+        tx.changes.append(
+            Change(str(booking_id), BookingState.PENDING, _PROMOTED, Event.PROMOTE, 1, expires_at)
+        )
+        tx.mirror_stale = True
+
+
+async def queue_position(tx: SlotTransaction, queue_seq: int) -> int:
+    """Place in this slot's queue of the waiting booking with `queue_seq` (1 = next)."""
+    row = await tx.fetch_one(
+        "SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = 'PENDING' AND queue_seq <= $2",
+        tx.slot_id,
+        queue_seq,
+    )
+    assert row is not None
+    return int(row["n"])

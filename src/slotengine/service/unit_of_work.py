@@ -1,0 +1,183 @@
+"""One database transaction holding a slot's row lock: the only way a slot's bookings change.
+
+Every change to a slot's bookings runs here, so changes to one slot are serialized by
+PostgreSQL, the Redis mirror is written in the same order, and a failure drops the mirror
+(it is rebuilt from the database on next use) instead of leaving it ahead of the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from slotengine.domain.errors import SlotNotFound
+from slotengine.domain.states import BookingState, Event
+from slotengine.metrics import lateness_fields
+from slotengine.redis.keys import expiry_lateness_key
+from slotengine.service.announcements import Change, SlotAnnouncement
+from slotengine.service.engine import Engine
+from slotengine.service.mirror import drop_mirror, rebuild_mirror
+from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "system"
+
+
+@dataclass
+class SlotTransaction:
+    engine: Engine
+    conn: BaseDBAsyncClient
+    slot_id: UUID
+    capacity: int
+    hold_seconds: int
+    closed: bool
+    starts_at: datetime
+    ends_at: datetime
+    now: datetime  # PostgreSQL's now(): the one clock that decides
+    mirror_stale: bool = False
+    changes: list[Change] = field(default_factory=list)
+    version: int = 0  # the slot's version once this transaction's changes are counted
+    # Holds granted in this transaction, each to be expired when due: (booking, fence, expiry).
+    holds_granted: list[tuple[UUID, int, datetime]] = field(default_factory=list)
+    queue_joined: bool = False
+    # Seconds from expiresAt to this transaction's clock, for each hold it found lapsed.
+    expiry_lateness: list[float] = field(default_factory=list)
+    # Snapshot taken by settle() and kept current by this transaction's own changes.
+    taken: list[int] = field(default_factory=list)
+    waiting: int = 0
+
+    @property
+    def slot_key(self) -> str:
+        return str(self.slot_id)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return await self.conn.execute_query_dict(sql, list(args))
+
+    async def fetch_one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def record(
+        self,
+        booking_id: UUID,
+        from_state: BookingState | None,
+        to_state: BookingState,
+        event: Event,
+        actor: str,
+        *,
+        reason: str | None = None,
+        fence: int | None = None,
+        position: int | None = None,
+    ) -> None:
+        """Write one audit row, in this transaction, for a change already made."""
+        await self.conn.execute_query(
+            "INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason, fence)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [booking_id, from_state, to_state, event.value, actor, reason, fence],
+        )
+        self.changes.append(Change(str(booking_id), from_state, to_state, event, position))
+        self.mirror_stale = True
+
+    def unit_released(self, unit: int | None) -> None:
+        """Keep the snapshot true after a booking in this transaction gave up its unit."""
+        if unit is not None:
+            self.taken.remove(unit)
+
+    def announcement(self) -> SlotAnnouncement:
+        return SlotAnnouncement(self.slot_key, self.version, tuple(self.changes))
+
+
+@contextlib.asynccontextmanager
+async def slot_transaction(
+    engine: Engine, slot_id: UUID, *, skip_locked: bool = False
+) -> AsyncIterator[SlotTransaction]:
+    """Lock the slot's row for one transaction; commit, then set timers and announce changes.
+
+    With `skip_locked`, a slot another transaction holds raises SlotBusy instead of waiting.
+    """
+    tx: SlotTransaction | None = None
+    try:
+        async with in_transaction() as conn:
+            rows = await conn.execute_query_dict(
+                "SELECT capacity, hold_seconds, closed, starts_at, ends_at, now() AS db_now"
+                " FROM slots WHERE id = $1 FOR UPDATE" + (" SKIP LOCKED" if skip_locked else ""),
+                [slot_id],
+            )
+            if not rows and skip_locked:
+                raise SlotBusy(str(slot_id))
+            if not rows:
+                raise SlotNotFound(str(slot_id))
+            row = rows[0]
+            tx = SlotTransaction(
+                engine=engine,
+                conn=conn,
+                slot_id=slot_id,
+                capacity=row["capacity"],
+                hold_seconds=row["hold_seconds"],
+                closed=row["closed"],
+                starts_at=row["starts_at"],
+                ends_at=row["ends_at"],
+                now=row["db_now"],
+            )
+            yield tx
+            if tx.changes:
+                bumped = await tx.fetch_one(
+                    "UPDATE slots SET version = version + 1 WHERE id = $1 RETURNING version", slot_id
+                )
+                assert bumped is not None
+                tx.version = int(bumped["version"])
+            if tx.mirror_stale:
+                await rebuild_mirror(engine, conn, slot_id, tx.capacity, tx.closed, tx.ends_at)
+                tx.mirror_stale = False
+    except BaseException:
+        if tx is not None:
+            # The mirror may now be ahead of what was rolled back; drop it, it is rebuildable.
+            await asyncio.shield(drop_mirror(engine, tx.slot_key))
+        raise
+    assert tx is not None
+    await _after_commit(engine, tx)
+
+
+class SlotBusy(Exception):
+    """Another transaction holds the slot's lock (raised only with skip_locked)."""
+
+
+async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
+    """Log and announce the changes and set the timers, in one round trip to Redis."""
+    for change in tx.changes:
+        log.info(
+            "booking %s %s -> %s (%s)",
+            change.booking_id,
+            change.from_state or "new",
+            change.to_state,
+            change.event,
+            extra={"slot_id": tx.slot_key, "booking_id": change.booking_id, "event": change.event},
+        )
+    schedules = [expire_hold_schedule(*hold) for hold in tx.holds_granted]
+    if tx.queue_joined:
+        schedules.append(settle_slot_schedule(tx.slot_id, tx.starts_at))
+    if not schedules and not tx.changes:
+        return
+    try:
+        async with engine.redis.pipeline(transaction=False) as pipe:
+            engine.timers.add_to(pipe, schedules)
+            if tx.changes:
+                pipe.publish(engine.channel(tx.slot_key), tx.announcement().to_json())
+            lateness_key = expiry_lateness_key(engine.prefix)
+            for name, increment in lateness_fields(tx.expiry_lateness).items():
+                pipe.hincrbyfloat(lateness_key, name, increment)
+            await pipe.execute()
+    except Exception:
+        # Committed is committed: lazy expiry and the sweep still end these holds (later), and
+        # listeners re-read state when they reconnect.
+        log.exception("could not set timers or announce changes of slot %s", tx.slot_key)
