@@ -26,6 +26,7 @@ def engine_env(settings: Settings) -> dict[str, str]:
         "SLOTENGINE_DATABASE_URL": settings.database_url,
         "SLOTENGINE_REDIS_URL": settings.redis_url,
         "SLOTENGINE_REDIS_PREFIX": settings.redis_prefix,
+        "SLOTENGINE_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "SLOTENGINE_JWT_SECRET": settings.jwt_secret,
         "SLOTENGINE_LOG_LEVEL": "warning",
         "SLOTENGINE_RESERVE_RATE_PER_MINUTE": str(settings.reserve_rate_per_minute),

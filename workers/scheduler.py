@@ -10,7 +10,7 @@ import logging
 import signal
 import time
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from taskiq import TaskiqScheduler
 from taskiq.exceptions import BrokerError
 from taskiq.kicker import AsyncKicker
@@ -18,7 +18,6 @@ from taskiq.kicker import AsyncKicker
 from slotengine.config import Settings
 from slotengine.logs import configure_logging
 from slotengine.redis.connection import connect
-from slotengine.redis.keys import schedule_keys, timers_armed_key
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.timers import REARM_TIMERS_TASK, SWEEP_TASK
 from workers.broker import make_broker
@@ -36,12 +35,11 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Send due schedules until `stop` is set."""
     broker = make_broker(settings)
     redis = connect(settings)
-    source = DueTimeScheduleSource(redis, schedule_keys(settings.redis_prefix))
+    source = DueTimeScheduleSource(redis, settings.redis_prefix)
     scheduler = TaskiqScheduler(broker, [source])
     await scheduler.startup()
     sweep: AsyncKicker[[], int] = AsyncKicker(SWEEP_TASK, broker, {})
     rearm: AsyncKicker[[], int] = AsyncKicker(REARM_TIMERS_TASK, broker, {})
-    armed = timers_armed_key(settings.redis_prefix)
     next_sweep = next_beat = time.monotonic()
     try:
         while not stop.is_set():
@@ -62,11 +60,11 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
                     # A Redis that lost its data lost every timer with it: have a worker set them
                     # again from PostgreSQL (the sweep alone would end those holds seconds late).
                     # Marked only once sent; several schedulers may send it, which is harmless.
-                    if not await redis.exists(armed):
+                    if not await source.all_armed():
                         await rearm.kiq()
-                        await redis.set(armed, "1")
+                        await source.mark_armed()
                     next_beat = now + 1
-            except (RedisError, BrokerError) as exc:
+            except (RedisError, BrokerError, RedisClusterException) as exc:
                 # Redis restarting or unreachable (the broker wraps its errors in BrokerError):
                 # keep trying. Timers it lost are re-armed (and swept) once it answers again.
                 log.warning("scheduler cannot reach Redis (%s): retrying", exc)

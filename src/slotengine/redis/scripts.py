@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
+
+from slotengine.redis.connection import RedisClient
 
 
 class LuaScript:
@@ -20,7 +23,7 @@ class LuaScript:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         self.reloads = 0  # calls that found the script missing (restart, SCRIPT FLUSH)
 
-    async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, redis: RedisClient, keys: list[str], args: list[Any]) -> Any:
         """Run the script; a Redis that lost its script cache (restart, SCRIPT FLUSH) gets it again."""
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
@@ -30,8 +33,11 @@ class LuaScript:
             self.reloads += 1
             return await redis.eval(self.source, len(keys), *keys, *args)
 
-    async def run_many(self, redis: Redis, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run the script once per (keys, args), all in one pipelined round trip."""
+    async def run_many(self, redis: RedisClient, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the script once per (keys, args): one pipelined round trip (concurrent calls on a cluster)."""
+        if isinstance(redis, RedisCluster):
+            # A cluster pipeline refuses EVALSHA: one call per key set, each to its own node.
+            return list(await asyncio.gather(*(self(redis, keys, args) for keys, args in calls)))
         async with redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self.sha, len(keys), *keys, *args)
@@ -62,3 +68,4 @@ slot_status = LuaScript("slot_status")
 queue_position = LuaScript("queue_position")
 claim_due = LuaScript("claim_due")
 take_turn = LuaScript("take_turn")
+schedule_in = LuaScript("schedule_in")

@@ -1,35 +1,50 @@
 """A Taskiq schedule source for one-off tasks due at a precise moment.
 
-Taskiq's stock sources are read once a second at best; this one is a Redis sorted set by due
+Taskiq's stock sources are read once a second at best; this one is Redis sorted sets by due
 time, claimed atomically (claim_due.lua), so a scheduler polling every few milliseconds sends
 each task once and on time. A claim that is never acknowledged (the scheduler died between
 claiming and sending) becomes due again when its lease ends. Due times are compared with
 Redis' clock, never with a scheduler's own: every scheduler then agrees on what is due.
+
+Schedules are spread over TIMER_SHARDS shards by id, each under a hash tag of its own, so on a
+Redis Cluster every script touches one slot and no one node carries every timer. A shard's due
+times are set and compared by the clock of the node holding it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from datetime import timedelta
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from taskiq import ScheduledTask, ScheduleSource
 
 from slotengine.redis import scripts
-from slotengine.redis.clock import epoch_ms, redis_now_ms
-from slotengine.redis.keys import ScheduleKeys
+from slotengine.redis.clock import epoch_ms
+from slotengine.redis.connection import RedisClient, RedisPipeline, on_cluster
+from slotengine.redis.keys import TIMER_SHARDS, ScheduleKeys, schedule_keys, schedule_shard
+
+log = logging.getLogger(__name__)
 
 CLAIM_LEASE_MS = 30_000
 CLAIM_BATCH = 200
+# A shard on an unreachable node is reported at most this often (the scheduler polls every 10 ms).
+UNREACHABLE_LOG_SECONDS = 5.0
 
 
 class DueTimeScheduleSource(ScheduleSource):
     """One-off schedules (`ScheduledTask.time`) in Redis, handed out once each when due."""
 
-    def __init__(self, redis: Redis, keys: ScheduleKeys) -> None:
+    def __init__(self, redis: RedisClient, prefix: str) -> None:
         self.redis = redis
-        self.keys = keys
+        self.shards = [schedule_keys(prefix, shard) for shard in range(TIMER_SHARDS)]
+        self._logged_unreachable = 0.0
+
+    def keys_of(self, schedule_id: str) -> ScheduleKeys:
+        """The keys of the shard that holds `schedule_id`."""
+        return self.shards[schedule_shard(schedule_id)]
 
     async def add_schedule(self, schedule: ScheduledTask) -> None:
         """Store the task and its due time; the same schedule id replaces the earlier one."""
@@ -37,34 +52,55 @@ class DueTimeScheduleSource(ScheduleSource):
             self.add_to(pipe, schedule)
             await pipe.execute()
 
-    def add_to(self, pipe: Pipeline, schedule: ScheduledTask) -> None:
+    def add_to(self, pipe: RedisPipeline, schedule: ScheduledTask) -> None:
         """Queue the commands that add `schedule` on a pipeline the caller executes."""
         if schedule.time is None:
             raise ValueError("DueTimeScheduleSource only holds one-off schedules (time=...)")
-        self._add_at(pipe, schedule, epoch_ms(schedule.time))
+        keys = self.keys_of(schedule.schedule_id)
+        pipe.hset(keys.tasks, schedule.schedule_id, schedule.model_dump_json())
+        pipe.zadd(keys.due, {schedule.schedule_id: epoch_ms(schedule.time)})
 
     async def add_schedule_in(self, schedule: ScheduledTask, delay: timedelta) -> None:
         """Store the task due `delay` from now by Redis' clock (whatever `schedule.time` says)."""
-        due_ms = await redis_now_ms(self.redis) + int(delay.total_seconds() * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self._add_at(pipe, schedule, due_ms)
-            await pipe.execute()
-
-    def _add_at(self, pipe: Pipeline, schedule: ScheduledTask, due_ms: int) -> None:
-        pipe.hset(self.keys.tasks, schedule.schedule_id, schedule.model_dump_json())
-        pipe.zadd(self.keys.due, {schedule.schedule_id: due_ms})
+        keys = self.keys_of(schedule.schedule_id)
+        await scripts.schedule_in(
+            self.redis,
+            [keys.due, keys.tasks],
+            [schedule.schedule_id, schedule.model_dump_json(), int(delay.total_seconds() * 1000)],
+        )
 
     async def delete_schedule(self, schedule_id: str) -> None:
+        keys = self.keys_of(schedule_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.keys.due, schedule_id)
-            pipe.zrem(self.keys.claimed, schedule_id)
-            pipe.hdel(self.keys.tasks, schedule_id)
+            pipe.zrem(keys.due, schedule_id)
+            pipe.zrem(keys.claimed, schedule_id)
+            pipe.hdel(keys.tasks, schedule_id)
             await pipe.execute()
 
     async def get_schedules(self) -> list[ScheduledTask]:
-        """Claim and return the schedules due now; each is handed to one caller only."""
-        flat: list[Any] = await scripts.claim_due(self.redis, self.keys.all(), [CLAIM_LEASE_MS, CLAIM_BATCH])
-        return [ScheduledTask.model_validate_json(flat[i + 1]) for i in range(0, len(flat), 2)]
+        """Claim and return the schedules due now; each is handed to one caller only.
+
+        A shard on a node that does not answer is skipped (its timers wait for it); only when no
+        shard answers does this raise.
+        """
+        args = [CLAIM_LEASE_MS, CLAIM_BATCH]
+        if not on_cluster(self.redis):
+            # One Redis holds every shard: one pipelined round trip claims from all of them.
+            flats = await scripts.claim_due.run_many(
+                self.redis, [(shard.all(), args) for shard in self.shards]
+            )
+            return [task for flat in flats for task in _tasks(flat)]
+        claims = await asyncio.gather(
+            *(scripts.claim_due(self.redis, shard.all(), args) for shard in self.shards),
+            return_exceptions=True,
+        )
+        failures = [claim for claim in claims if isinstance(claim, BaseException)]
+        if len(failures) == len(claims):
+            raise failures[0]
+        if failures and time.monotonic() - self._logged_unreachable > UNREACHABLE_LOG_SECONDS:
+            self._logged_unreachable = time.monotonic()
+            log.warning("%d of %d timer shards unreachable (%s)", len(failures), len(claims), failures[0])
+        return [task for claim in claims if not isinstance(claim, BaseException) for task in _tasks(claim)]
 
     async def post_send(self, task: ScheduledTask) -> None:
         """The task is on the broker's stream: forget the schedule."""
@@ -72,5 +108,21 @@ class DueTimeScheduleSource(ScheduleSource):
 
     async def pending(self) -> int:
         """How many schedules wait (due later, or claimed and not yet sent)."""
-        due, claimed = await self.redis.zcard(self.keys.due), await self.redis.zcard(self.keys.claimed)
-        return int(due) + int(claimed)
+        counts = await asyncio.gather(
+            *(self.redis.zcard(key) for shard in self.shards for key in (shard.due, shard.claimed))
+        )
+        return sum(int(count) for count in counts)
+
+    async def all_armed(self) -> bool:
+        """Whether every shard still holds its timers (a restart or flush loses a node's shards)."""
+        markers = await asyncio.gather(*(self.redis.exists(shard.armed) for shard in self.shards))
+        return all(markers)
+
+    async def mark_armed(self) -> None:
+        """Record that every shard holds its timers (called once they were set from PostgreSQL)."""
+        await asyncio.gather(*(self.redis.set(shard.armed, "1") for shard in self.shards))
+
+
+def _tasks(flat: list[Any]) -> list[ScheduledTask]:
+    """The tasks in claim_due.lua's flat {schedule id, task JSON, ...} reply."""
+    return [ScheduledTask.model_validate_json(flat[i + 1]) for i in range(0, len(flat), 2)]

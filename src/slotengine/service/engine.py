@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from slotengine.config import Settings, required
-from slotengine.redis.connection import connect
-from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
+from slotengine.redis.connection import RedisClient, connect
+from slotengine.redis.keys import SlotKeys, slot_channel, slot_keys
+from slotengine.redis.slot_channels import SlotChannels
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.timers import Timers
 from slotengine.store.database import close_database, open_database
@@ -18,9 +17,10 @@ from slotengine.store.database import close_database, open_database
 class Engine:
     """Redis client and key prefix; PostgreSQL is reached through Tortoise's global pool."""
 
-    redis: Redis
+    redis: RedisClient
     prefix: str
     timers: Timers
+    slot_channels: SlotChannels
     reserve_rate_per_minute: int = 0  # per holder; 0 = no limit
 
     def keys(self, slot_id: str) -> SlotKeys:
@@ -37,11 +37,15 @@ async def open_engine(settings: Settings) -> Engine:
     return engine_on(redis, settings.redis_prefix, reserve_rate_per_minute=settings.reserve_rate_per_minute)
 
 
-def engine_on(redis: Redis, prefix: str, *, reserve_rate_per_minute: int = 0) -> Engine:
+def engine_on(redis: RedisClient, prefix: str, *, reserve_rate_per_minute: int = 0) -> Engine:
     """An engine over an open Redis client (the database pool is opened separately)."""
-    source = DueTimeScheduleSource(redis, schedule_keys(prefix))
+    source = DueTimeScheduleSource(redis, prefix)
     return Engine(
-        redis=redis, prefix=prefix, timers=Timers(source), reserve_rate_per_minute=reserve_rate_per_minute
+        redis=redis,
+        prefix=prefix,
+        timers=Timers(source),
+        slot_channels=SlotChannels(redis),
+        reserve_rate_per_minute=reserve_rate_per_minute,
     )
 
 
