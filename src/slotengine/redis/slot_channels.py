@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 # A sharded subscription is one connection per node, read in turn: each is polled this long, so
 # an announcement waits at most (nodes - 1) x this for its turn.
 SHARD_POLL_SECONDS = 0.01
-_PROBE_CHANNEL = "slotengine:sharded-pubsub-probe"
 
 
 class SlotChannels:
@@ -36,34 +35,39 @@ class SlotChannels:
         self._sharded: bool | None = None if isinstance(redis, RedisCluster) else False
         self._deciding = asyncio.Lock()
 
-    async def sharded(self) -> bool:
-        """Whether slot channels are sharded here (asked of the cluster once, then remembered)."""
+    async def sharded(self, channel: str) -> bool:
+        """Whether slot channels are sharded here (asked once, of the node owning `channel`).
+
+        The node asked is one the caller is about to use anyway: a probe on a fixed channel would
+        fail for as long as that channel's node is down, whatever node the caller needs.
+        """
         if self._sharded is None:
             async with self._deciding:
                 if self._sharded is None:
-                    self._sharded = await _supports_spublish(self.redis)
+                    self._sharded = await _supports_spublish(self.redis, channel)
                     if not self._sharded:
                         log.warning("this Redis Cluster lacks SPUBLISH (Redis < 7): classic PUBLISH it is")
         return self._sharded
 
     async def publish(self, channel: str, message: str) -> None:
         """Announce `message` on `channel`."""
-        if await self.sharded():
+        if await self.sharded(channel):
             await self.redis.spublish(channel, message)
         else:
             await self.redis.publish(channel, message)
 
-    async def subscription(self) -> Subscription:
-        """A new subscription, empty until told which channels to follow."""
-        if await self.sharded():
+    async def subscription(self, first_channel: str) -> Subscription:
+        """A new subscription, empty until told which channels to follow (`first_channel` first)."""
+        if await self.sharded(first_channel):
             assert isinstance(self.redis, RedisCluster)
             return ShardedSubscription(self.redis.pubsub())
         return ClassicSubscription(self.redis.pubsub())
 
 
-async def _supports_spublish(redis: RedisClient) -> bool:
+async def _supports_spublish(redis: RedisClient, channel: str) -> bool:
+    # An empty SPUBLISH on a channel of the same hash tag: listeners ignore what they cannot parse.
     try:
-        await redis.spublish(_PROBE_CHANNEL, "")
+        await redis.spublish(f"{channel}:probe", "")
     except ResponseError as exc:
         if "unknown command" in str(exc).lower():
             return False

@@ -53,9 +53,9 @@ class EventHub:
         """Announcements of one slot, from the moment the subscription is confirmed."""
         queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=LISTENER_BACKLOG)
         async with self._lock:
-            if self._pubsub is None:
-                self._pubsub = await self._slot_channels.subscription()
             channel = self._channel_of(slot_id)
+            if self._pubsub is None:
+                self._pubsub = await self._slot_channels.subscription(channel)
             if slot_id not in self._listeners:
                 self._confirmed[channel] = asyncio.Event()
                 await self._pubsub.subscribe(channel)
