@@ -290,7 +290,7 @@ async def test_script_flushes_under_500_concurrent_reserves_fail_no_request(
     )
     assert created is not None and created["count"] == 50, recorder.calls
     slots = [s["id"] for s in created["slots"]]
-    every = (scripts.reserve, scripts.sync_slot, scripts.slot_status, scripts.queue_position)
+    every = (scripts.apply_changes_script, scripts.sync_slot, scripts.slot_status, scripts.queue_position)
     reloads_before = {s.name: s.reloads for s in every}
     flushes = 0
     done = 0
@@ -321,8 +321,8 @@ async def test_script_flushes_under_500_concurrent_reserves_fail_no_request(
     assert failed == [], failed[:5]
     assert {c.typename for c in recorder.calls if c.op == "reserve"} == {"Booking"}
     reloads = {s.name: s.reloads - reloads_before[s.name] for s in every}
-    assert flushes == 5 and reloads["reserve"] >= flushes and reloads["sync_slot"] >= 1, reloads
-    rows = await engine.redis.script_exists(scripts.reserve.sha)
+    assert flushes == 5 and reloads["apply_changes"] >= flushes and reloads["sync_slot"] >= 1, reloads
+    rows = await engine.redis.script_exists(scripts.apply_changes_script.sha)
     assert rows == [True]
     print(
         f"\nSCRIPT FLUSH x{flushes} under 500 concurrent reserves: requests {dict(tally)}, 0 failed;"

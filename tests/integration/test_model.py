@@ -287,6 +287,9 @@ class Model:
     def reserve(self, holder: str, slot: int, key: str) -> Expected:
         known = self.keys.get((holder, key))
         if known is not None:
+            # The engine answers a replay inside a transaction on the requested slot, which
+            # settles that slot first, like any reservation.
+            self.settle(slot)
             booking = self.bookings[known]
             if booking.slot != slot:
                 return Expected(error=IdempotencyKeyReused)
@@ -505,19 +508,31 @@ class ReservationMachine(RuleBasedStateMachine):
                 assert isinstance(again, BookingView)
                 assert (again.id, again.state) == (first.id, first.state), "a duplicate got another booking"
         ids = [UUID(o.id) for o in outcomes if isinstance(o, BookingView)]
-        rows = self.bridge.run(sql("SELECT id, queue_seq FROM bookings WHERE id = ANY($1::uuid[])", ids))
+        rows = self.bridge.run(
+            sql("SELECT id, queue_seq, xmin::text AS tx FROM bookings WHERE id = ANY($1::uuid[])", ids)
+        )
         arrival = {str(r["id"]): int(r["queue_seq"]) for r in rows}
+        made_in = {str(r["id"]): r["tx"] for r in rows}
 
         def turn(index: int) -> int:  # refusals (the slot started) come in any order
             outcome = outcomes[index]
             return arrival[outcome.id] if isinstance(outcome, BookingView) else 0
 
-        for index in sorted(range(newcomers), key=turn):
+        def transaction_of(index: int) -> str:
+            outcome = outcomes[index]
+            return made_in[outcome.id] if isinstance(outcome, BookingView) else f"refused {index}"
+
+        order = sorted(range(newcomers), key=turn)
+        for place, index in enumerate(order):
             name, key = requests[index]
             self.holders.append(name)
             self.used_keys[name] = [key]
             self.check_reservation(name, slot, key, outcomes[index])
-            self.model.commit()  # each request is a transaction of its own
+            # Concurrent reservations of one slot may share a transaction (service/combining.py):
+            # the model commits once per transaction PostgreSQL saw (the rows' xmin).
+            last = place + 1 == len(order)
+            if last or transaction_of(index) != transaction_of(order[place + 1]):
+                self.model.commit()
 
     def check_reservation(self, name: str, slot: int, key: str, outcome: BookingView | DomainError) -> None:
         """Check the engine's answer to a reservation against the model's, and admit it there."""

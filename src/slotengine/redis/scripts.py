@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
@@ -62,6 +62,22 @@ class LuaScript:
         return f"LuaScript({self.name!r}, sha={self.sha[:8]})"
 
 
+class ChangesApplied(NamedTuple):
+    """apply_changes.lua's answer: whether the mirror took the changes, and the places it reported."""
+
+    applied: bool
+    missing: bool  # the slot was not mirrored at all (else, when not applied: it disagreed)
+    places: list[int]  # for each queue- and rank operation, in order (0 = not waiting)
+
+
+async def apply_changes(redis: Redis, keys: list[str], args: list[Any]) -> ChangesApplied:
+    """Run apply_changes.lua (see its header) and read its answer."""
+    answer = await apply_changes_script(redis, keys, args)
+    status = answer[0]
+    return ChangesApplied(status == "OK", status == "MISSING", [int(place) for place in answer[1:]])
+
+
+apply_changes_script = LuaScript("apply_changes")
 reserve = LuaScript("reserve")
 sync_slot = LuaScript("sync_slot")
 slot_status = LuaScript("slot_status")

@@ -5,14 +5,16 @@
 -- ARGV[2] occupied units that are not holds (CONFIRMED + COMPLETED)
 -- ARGV[3] closed (0 or 1)
 -- ARGV[4] when the keys may be dropped, epoch ms (after the slot ends; they are rebuildable)
--- ARGV[5] number of holds H, then H pairs (expiry ms, booking id), then pairs (sequence, booking id)
+-- ARGV[5] the slot's version these bookings are at (apply_changes.lua builds on it)
+-- ARGV[6] number of holds H, then H pairs (expiry ms, booking id), then pairs (sequence, booking id)
 --
 -- Returns the number of holds and queue entries written.
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'capacity', ARGV[1], 'confirmed', ARGV[2], 'closed', ARGV[3])
-local holds = tonumber(ARGV[5])
-local first_queue = 6 + 2 * holds
-for i = 6, first_queue - 1, 2 do
+redis.call('HSET', KEYS[1], 'capacity', ARGV[1], 'confirmed', ARGV[2], 'closed', ARGV[3],
+           'drop_at', ARGV[4], 'version', ARGV[5])
+local holds = tonumber(ARGV[6])
+local first_queue = 7 + 2 * holds
+for i = 7, first_queue - 1, 2 do
     redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 for i = first_queue, #ARGV, 2 do

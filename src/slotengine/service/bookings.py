@@ -10,6 +10,8 @@ from slotengine.domain.states import BookingState
 from slotengine.service.views import BookingView
 from slotengine.store.database import connection
 
+BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at"
+
 
 def parse_booking_id(raw: str) -> UUID:
     """A booking id from the API; one that cannot exist reads as not found."""
@@ -21,8 +23,7 @@ def parse_booking_id(raw: str) -> UUID:
 
 async def load_booking_row(booking_id: UUID) -> dict[str, Any] | None:
     rows = await connection().execute_query_dict(
-        "SELECT id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at"
-        " FROM bookings WHERE id = $1",
+        f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = $1",
         [booking_id],
     )
     return rows[0] if rows else None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from slotengine.config import Settings, required
 from slotengine.redis.connection import RedisClient, connect
 from slotengine.redis.keys import SlotKeys, slot_channel, slot_keys
 from slotengine.redis.slot_channels import SlotChannels
 from slotengine.scheduling.source import DueTimeScheduleSource
+from slotengine.service.combining import Combiner
 from slotengine.service.timers import Timers
 from slotengine.store.database import close_database, open_database
 
@@ -22,6 +24,8 @@ class Engine:
     timers: Timers
     slot_channels: SlotChannels
     reserve_rate_per_minute: int = 0  # per holder; 0 = no limit
+    # This process's batches of concurrent reservations, per slot (see service/combining.py).
+    reservations: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)

@@ -1,18 +1,20 @@
-"""The Redis mirror of a slot: rebuilt from PostgreSQL, written for new slots, dropped on failure."""
+"""The Redis mirror of a slot: changed by deltas, rebuilt from PostgreSQL only when missing or wrong."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from slotengine.domain.states import BookingState
+from slotengine.domain.states import OCCUPYING_STATES, BookingState
 from slotengine.redis import scripts
 from slotengine.redis.clock import epoch_ms
+from slotengine.service.announcements import Change
 from slotengine.service.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -22,9 +24,17 @@ _MIRROR_GRACE = timedelta(days=1)
 
 
 async def rebuild_mirror(
-    engine: Engine, conn: BaseDBAsyncClient, slot_id: UUID, capacity: int, closed: bool, ends_at: datetime
-) -> None:
-    """Write the slot's state, as `conn`'s transaction sees it, over its Redis mirror."""
+    engine: Engine,
+    conn: BaseDBAsyncClient,
+    slot_id: UUID,
+    capacity: int,
+    closed: bool,
+    ends_at: datetime,
+    version: int,
+) -> int:
+    """Write the slot's state, as `conn`'s transaction sees it, over its Redis mirror.
+
+    Returns the length of the queue it found (the one place that counts it)."""
     rows = await conn.execute_query_dict(
         "SELECT id, state, expires_at, queue_seq FROM bookings WHERE slot_id = $1"
         " AND state IN ('RESERVED', 'PENDING', 'CONFIRMED', 'COMPLETED') ORDER BY queue_seq",
@@ -43,12 +53,19 @@ async def rebuild_mirror(
     await scripts.sync_slot(
         engine.redis,
         engine.keys(str(slot_id)).all(),
-        _mirror_args(capacity, settled, closed, ends_at, holds, queue),
+        _mirror_args(capacity, settled, closed, ends_at, version, holds, queue),
     )
+    return len(queue) // 2
 
 
 def _mirror_args(
-    capacity: int, settled: int, closed: bool, ends_at: datetime, holds: list[Any], queue: list[Any]
+    capacity: int,
+    settled: int,
+    closed: bool,
+    ends_at: datetime,
+    version: int,
+    holds: list[Any],
+    queue: list[Any],
 ) -> list[Any]:
     """sync_slot.lua's ARGV: holds and queue are flat (score, booking id) pairs."""
     return [
@@ -56,6 +73,7 @@ def _mirror_args(
         settled,
         int(closed),
         epoch_ms(ends_at + _MIRROR_GRACE),
+        version,
         len(holds) // 2,
         *holds,
         *queue,
@@ -65,7 +83,7 @@ def _mirror_args(
 async def mirror_new_slots(engine: Engine, slots: Sequence[tuple[UUID, int, datetime]]) -> None:
     """Write the mirrors of unbooked, open slots given as (id, capacity, ends_at), in one round trip."""
     calls = [
-        (engine.keys(str(slot_id)).all(), _mirror_args(capacity, 0, False, ends_at, [], []))
+        (engine.keys(str(slot_id)).all(), _mirror_args(capacity, 0, False, ends_at, 0, [], []))
         for slot_id, capacity, ends_at in slots
     ]
     await scripts.sync_slot.run_many(engine.redis, calls)
@@ -89,3 +107,52 @@ async def drop_mirror(engine: Engine, slot_id: str) -> None:
         await engine.redis.delete(*engine.keys(slot_id).all())
     except Exception:  # the next use rebuilds it either way
         log.exception("could not drop the Redis mirror of slot %s", slot_id)
+
+
+# Occupying states other than a hold: the mirror counts them as one number, "confirmed".
+_SETTLED_STATES = OCCUPYING_STATES - {BookingState.RESERVED}
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorOp:
+    """One apply_changes.lua operation (see its header)."""
+
+    name: str
+    booking_id: str = "0"
+    number: int = 0
+
+    def args(self) -> list[Any]:
+        return [self.name, self.booking_id, self.number]
+
+
+def mirror_ops(changes: Sequence[Change], queue_seqs: dict[str, int]) -> list[MirrorOp]:
+    """The mirror operations that make Redis follow `changes`, in order.
+
+    `queue_seqs` gives the arrival sequence of each booking that joins the queue.
+    """
+    ops: list[MirrorOp] = []
+    for change in changes:
+        before, after = change.from_state, change.to_state
+        if before is BookingState.RESERVED:
+            ops.append(MirrorOp("hold-", change.booking_id))
+        elif before is BookingState.PENDING:
+            ops.append(MirrorOp("queue-", change.booking_id))
+        if after is BookingState.RESERVED:
+            assert change.expires_at is not None
+            ops.append(MirrorOp("hold+", change.booking_id, epoch_ms(change.expires_at)))
+        elif after is BookingState.PENDING:
+            ops.append(MirrorOp("queue+", change.booking_id, queue_seqs[change.booking_id]))
+        settled = (after in _SETTLED_STATES) - (before in _SETTLED_STATES)
+        if settled:
+            ops.append(MirrorOp("settled", number=settled))
+    return ops
+
+
+async def apply_to_mirror(
+    engine: Engine, slot_id: UUID, before: int, after: int, ops: Sequence[MirrorOp]
+) -> scripts.ChangesApplied:
+    """Apply `ops` to the slot's mirror if it is at version `before`; it is at `after` then."""
+    args: list[Any] = [before, after]
+    for op in ops:
+        args += op.args()
+    return await scripts.apply_changes(engine.redis, engine.keys(str(slot_id)).all(), args)

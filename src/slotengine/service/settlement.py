@@ -31,8 +31,7 @@ async def settle(tx: SlotTransaction) -> None:
         "  ARRAY(SELECT booking_id FROM audit) AS expired,"
         "  ARRAY(SELECT late FROM lapsed) AS lateness,"
         "  ARRAY(SELECT unit FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL"
-        "        AND id NOT IN (SELECT id FROM lapsed)) AS taken,"
-        "  (SELECT count(*) FROM bookings WHERE slot_id = $1 AND state = 'PENDING') AS waiting",
+        "        AND id NOT IN (SELECT id FROM lapsed)) AS taken",
         tx.slot_id,
         _EXPIRED_BY_TTL,
         Event.EXPIRE.value,
@@ -40,12 +39,9 @@ async def settle(tx: SlotTransaction) -> None:
     )
     assert row is not None
     tx.taken = list(row["taken"])
-    tx.waiting = int(row["waiting"])
     tx.expiry_lateness = [float(seconds) for seconds in row["lateness"]]
     for booking_id in row["expired"]:
         tx.changes.append(Change(str(booking_id), BookingState.RESERVED, _EXPIRED_BY_TTL, Event.EXPIRE))
-    if row["expired"]:
-        tx.mirror_stale = True
     if policy.queue_has_lapsed(tx.starts_at, tx.now):
         await _lapse_queue(tx)
     else:
@@ -72,7 +68,6 @@ async def _lapse_queue(tx: SlotTransaction) -> None:
             Change(str(row["booking_id"]), BookingState.PENDING, _LAPSED_IN_QUEUE, Event.LAPSE, 1)
         )
     tx.waiting = 0
-    tx.mirror_stale = True
 
 
 async def promote(tx: SlotTransaction) -> None:
@@ -111,15 +106,3 @@ async def promote(tx: SlotTransaction) -> None:
         tx.changes.append(
             Change(str(booking_id), BookingState.PENDING, _PROMOTED, Event.PROMOTE, 1, expires_at)
         )
-        tx.mirror_stale = True
-
-
-async def queue_position(tx: SlotTransaction, queue_seq: int) -> int:
-    """Place in this slot's queue of the waiting booking with `queue_seq` (1 = next)."""
-    row = await tx.fetch_one(
-        "SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = 'PENDING' AND queue_seq <= $2",
-        tx.slot_id,
-        queue_seq,
-    )
-    assert row is not None
-    return int(row["n"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from slotengine.redis.connection import on_cluster
 from slotengine.redis.keys import expiry_lateness_key
 from slotengine.service.announcements import Change, SlotAnnouncement
 from slotengine.service.engine import Engine
-from slotengine.service.mirror import drop_mirror, rebuild_mirror
+from slotengine.service.mirror import MirrorOp, apply_to_mirror, drop_mirror, mirror_ops, rebuild_mirror
 from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,12 @@ class SlotTransaction:
     starts_at: datetime
     ends_at: datetime
     now: datetime  # PostgreSQL's now(): the one clock that decides
+    version: int  # the slot's version: as locked, then once this transaction's changes are counted
+    waiting: int  # the queue's length, kept on the slot's row and kept current by every change
+    # Rebuild the mirror from PostgreSQL at commit instead of applying the changes to it.
     mirror_stale: bool = False
     changes: list[Change] = field(default_factory=list)
-    version: int = 0  # the slot's version once this transaction's changes are counted
+    version_written: bool = False  # the version bump (and queue length) went out with a change
     # Holds granted in this transaction, each to be expired when due: (booking, fence, expiry).
     holds_granted: list[tuple[UUID, int, datetime]] = field(default_factory=list)
     queue_joined: bool = False
@@ -55,7 +59,11 @@ class SlotTransaction:
     expiry_lateness: list[float] = field(default_factory=list)
     # Snapshot taken by settle() and kept current by this transaction's own changes.
     taken: list[int] = field(default_factory=list)
-    waiting: int = 0
+    # Arrival sequence of the bookings that join or leave the queue here, or whose place is asked.
+    queue_seqs: dict[str, int] = field(default_factory=dict)
+    # Bookings whose place in the queue the caller wants as of commit; `places` has them then.
+    place_requests: list[str] = field(default_factory=list)
+    places: dict[str, int] = field(default_factory=dict)
 
     @property
     def slot_key(self) -> str:
@@ -87,7 +95,6 @@ class SlotTransaction:
             [booking_id, from_state, to_state, event.value, actor, reason, fence],
         )
         self.changes.append(Change(str(booking_id), from_state, to_state, event, position))
-        self.mirror_stale = True
 
     def unit_released(self, unit: int | None) -> None:
         """Keep the snapshot true after a booking in this transaction gave up its unit."""
@@ -96,6 +103,76 @@ class SlotTransaction:
 
     def announcement(self) -> SlotAnnouncement:
         return SlotAnnouncement(self.slot_key, self.version, tuple(self.changes))
+
+    async def finish(self) -> None:
+        """Bump the slot's version and write its queue length, then bring the mirror along."""
+        locked_version = self.version
+        if self.changes and not self.version_written:
+            bumped = await self.fetch_one(
+                "UPDATE slots SET version = version + 1, waiting = $2 WHERE id = $1 RETURNING version",
+                self.slot_id,
+                self.waiting,
+            )
+            assert bumped is not None
+            self.version = int(bumped["version"])
+        elif self.version_written:
+            locked_version = self.version - 1
+        if self.mirror_stale:
+            await self._rebuild_mirror()
+            return
+        if not self.changes and not self.place_requests:
+            return
+        ops = mirror_ops(self.changes, self.queue_seqs)
+        ops += [MirrorOp("rank", booking_id) for booking_id in self.place_requests]
+        answer = await apply_to_mirror(self.engine, self.slot_id, locked_version, self.version, ops)
+        if not answer.applied:
+            log.log(
+                logging.INFO if answer.missing else logging.WARNING,
+                "Redis mirror of slot %s was %s: rebuilding it",
+                self.slot_key,
+                "missing" if answer.missing else "at another version or disagreed",
+            )
+            await self._rebuild_mirror()
+            return
+        places = iter(answer.places)
+        for i, change in enumerate(self.changes):
+            if change.from_state is BookingState.PENDING:
+                place = next(places)
+                if change.position is None:
+                    self.changes[i] = dataclasses.replace(change, position=place)
+        for booking_id in self.place_requests:
+            self.places[booking_id] = next(places)
+
+    async def _rebuild_mirror(self) -> None:
+        """Places from PostgreSQL (counting the queue: only here), then the whole mirror anew."""
+        for i, change in enumerate(self.changes):
+            if change.from_state is BookingState.PENDING and change.position is None:
+                ahead = await self._waiting_before(self.queue_seqs[change.booking_id])
+                self.changes[i] = dataclasses.replace(change, position=ahead + 1)
+        for booking_id in self.place_requests:
+            self.places[booking_id] = await self._waiting_before(self.queue_seqs[booking_id]) + 1
+        waiting = await rebuild_mirror(
+            self.engine, self.conn, self.slot_id, self.capacity, self.closed, self.ends_at, self.version
+        )
+        self.mirror_stale = False
+        if waiting != self.waiting:
+            # Bookings written behind the engine's back (a bulk load, a hand repair): trust the rows.
+            log.warning(
+                "slot %s: queue length was %d, found %d waiting", self.slot_key, self.waiting, waiting
+            )
+            await self.conn.execute_query(
+                "UPDATE slots SET waiting = $2 WHERE id = $1", [self.slot_id, waiting]
+            )
+            self.waiting = waiting
+
+    async def _waiting_before(self, queue_seq: int) -> int:
+        row = await self.fetch_one(
+            "SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = 'PENDING' AND queue_seq < $2",
+            self.slot_id,
+            queue_seq,
+        )
+        assert row is not None
+        return int(row["n"])
 
 
 @contextlib.asynccontextmanager
@@ -110,7 +187,7 @@ async def slot_transaction(
     try:
         async with in_transaction() as conn:
             rows = await conn.execute_query_dict(
-                "SELECT capacity, hold_seconds, closed, starts_at, ends_at, now() AS db_now"
+                "SELECT capacity, hold_seconds, closed, starts_at, ends_at, version, waiting, now() AS db_now"
                 " FROM slots WHERE id = $1 FOR UPDATE" + (" SKIP LOCKED" if skip_locked else ""),
                 [slot_id],
             )
@@ -129,17 +206,11 @@ async def slot_transaction(
                 starts_at=row["starts_at"],
                 ends_at=row["ends_at"],
                 now=row["db_now"],
+                version=int(row["version"]),
+                waiting=int(row["waiting"]),
             )
             yield tx
-            if tx.changes:
-                bumped = await tx.fetch_one(
-                    "UPDATE slots SET version = version + 1 WHERE id = $1 RETURNING version", slot_id
-                )
-                assert bumped is not None
-                tx.version = int(bumped["version"])
-            if tx.mirror_stale:
-                await rebuild_mirror(engine, conn, slot_id, tx.capacity, tx.closed, tx.ends_at)
-                tx.mirror_stale = False
+            await tx.finish()
     except BaseException:
         if tx is not None:
             # The mirror may now be ahead of what was rolled back; drop it, it is rebuildable.

@@ -1,0 +1,251 @@
+"""Reserving, batched: every reservation for one slot that gathered meanwhile, in one transaction.
+
+One lock, one settlement, one lookup of known keys and live bookings, one statement admitting
+them all (bookings, audit rows, idempotency records, fences, the slot's version and queue
+length), one mirror update. Each request still gets its own answer or refusal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tortoise.exceptions import IntegrityError
+
+from slotengine.domain import policy
+from slotengine.domain.errors import DomainError, IdempotencyKeyReused, SlotClosed
+from slotengine.domain.states import BookingState, Event, Role, transition
+from slotengine.service.announcements import Change
+from slotengine.service.bookings import BOOKING_COLUMNS
+from slotengine.service.engine import Engine
+from slotengine.service.retries import retry_conflicts
+from slotengine.service.settlement import settle
+from slotengine.service.state_sql import LIVE_SQL
+from slotengine.service.unit_of_work import SlotTransaction, slot_transaction
+
+_HELD = transition(None, Event.HOLD, Role.HOLDER)
+_QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    holder: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A reservation's answer: the booking as of commit, its place in the queue, whether replayed."""
+
+    row: dict[str, Any]
+    position: int | None
+    replayed: bool
+
+
+Outcome = Reservation | DomainError
+
+
+async def reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[Outcome]:
+    """Admit, replay or refuse each request, in one transaction on the slot."""
+    for _ in range(3):
+        try:
+            return await _reserve_batch(engine, slot_id, requests)
+        except IntegrityError as exc:
+            # A concurrent request with the same key on another slot committed first: the
+            # lookup now finds it. Any other integrity error is a bug and must surface.
+            if "idempotency_keys_pkey" not in str(exc):
+                raise
+    raise RuntimeError("idempotency record neither written nor found")  # pragma: no cover
+
+
+@dataclass
+class _Admission:
+    """A booking this batch creates."""
+
+    booking_id: UUID
+    holder: str
+    key: str
+    state: BookingState
+    unit: int | None
+    hold_number: int | None  # 1.. among this batch's holds: its fence is the slot's fence + that
+    expires_at: datetime | None
+
+
+@retry_conflicts
+async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[Outcome]:
+    async with slot_transaction(engine, slot_id) as tx:
+        await settle(tx)
+        by_key, live = await _known(tx, requests)
+        refusal = policy.accepts_reservations(tx.closed, tx.starts_at, tx.now)
+        admitted: dict[str, _Admission] = {}  # holder -> new booking
+        new_keys: list[tuple[str, str, UUID]] = []  # (holder, key, booking) for a known booking
+        written: set[tuple[str, str]] = set()  # idempotency records this batch writes
+        decided: list[tuple[str, Any]] = []  # ("row", row) | ("new", admission) | ("refused", error)
+        holds = 0
+        for request in requests:
+            known = by_key.get((request.holder, request.key))
+            if known is not None:
+                if known["key_slot"] != slot_id:
+                    decided.append(("refused", IdempotencyKeyReused(request.key)))
+                else:
+                    decided.append(("replay", known))
+                continue
+            # One live booking per holder and slot: a second request, new key or not, gets it back.
+            existing = live.get(request.holder)
+            if existing is not None:
+                new_keys.append((request.holder, request.key, existing["id"]))
+                by_key[(request.holder, request.key)] = {**existing, "key_slot": slot_id}
+                decided.append(("row", existing))
+                continue
+            if request.holder in admitted:
+                admission = admitted[request.holder]
+                if (request.holder, request.key) not in written:
+                    written.add((request.holder, request.key))
+                    new_keys.append((request.holder, request.key, admission.booking_id))
+                decided.append(("new", admission))
+                continue
+            if refusal is not None:
+                decided.append(("refused", SlotClosed(tx.slot_key, refusal)))
+                continue
+            admission = _admit_one(tx, request, holds)
+            if admission.hold_number is not None:
+                holds += 1
+            admitted[request.holder] = admission
+            written.add((request.holder, request.key))
+            decided.append(("new", admission))
+        rows = await _insert(tx, list(admitted.values()), holds, new_keys) if admitted else {}
+        if new_keys and not admitted:
+            await _insert_keys(tx, new_keys)
+        for kind, found in decided:
+            if kind in ("row", "replay") and found["state"] == BookingState.PENDING:
+                tx.place_requests.append(str(found["id"]))
+                tx.queue_seqs[str(found["id"])] = int(found["queue_seq"])
+    outcomes: list[Outcome] = []
+    for kind, found in decided:
+        if kind == "refused":
+            outcomes.append(found)
+        elif kind == "new":
+            row = rows[found.booking_id]
+            outcomes.append(Reservation(row, tx.places.get(str(row["id"])), replayed=False))
+        else:
+            outcomes.append(Reservation(found, tx.places.get(str(found["id"])), replayed=kind == "replay"))
+    return outcomes
+
+
+def _admit_one(tx: SlotTransaction, request: ReserveRequest, holds_before: int) -> _Admission:
+    """Hold a free unit when nobody waits, else join the queue (the domain's rule)."""
+    holds = policy.admit(tx.capacity, len(tx.taken), tx.waiting) is policy.Admission.HOLD
+    booking_id = uuid.uuid4()
+    if not holds:
+        tx.waiting += 1
+        return _Admission(booking_id, request.holder, request.key, _QUEUED, None, None, None)
+    unit = policy.free_units(tx.capacity, tx.taken)[0]
+    tx.taken.append(unit)
+    expires_at = policy.hold_expiry(tx.now, tx.hold_seconds)
+    return _Admission(booking_id, request.holder, request.key, _HELD, unit, holds_before + 1, expires_at)
+
+
+async def _known(
+    tx: SlotTransaction, requests: Sequence[ReserveRequest]
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Bookings already made for these (holder, key) pairs, and these holders' live bookings here."""
+    holders = [r.holder for r in requests]
+    rows = await tx.fetch(
+        f"SELECT i.key AS found_key, i.slot_id AS key_slot, {_prefixed('b')}"
+        " FROM idempotency_keys i JOIN bookings b ON b.id = i.booking_id"
+        " WHERE (i.holder, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        f" UNION ALL SELECT NULL, NULL, {_prefixed('b')} FROM bookings b"
+        f" WHERE b.slot_id = $3 AND b.holder = ANY($1::text[]) AND b.state IN {LIVE_SQL}",
+        holders,
+        [r.key for r in requests],
+        tx.slot_id,
+    )
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    live: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["found_key"] is not None:
+            by_key[(row["holder"], row["found_key"])] = row
+        else:
+            live[row["holder"]] = row
+    return by_key, live
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in BOOKING_COLUMNS.split(","))
+
+
+async def _insert(
+    tx: SlotTransaction, admitted: list[_Admission], holds: int, new_keys: list[tuple[str, str, UUID]]
+) -> dict[UUID, dict[str, Any]]:
+    """Write the new bookings, their audit rows, every new idempotency record, the holds' fences
+    and the slot's version and queue length, in one statement."""
+    keys = [(a.holder, a.key, a.booking_id) for a in admitted] + new_keys
+    rows = await tx.fetch(
+        "WITH slot AS ("
+        "  UPDATE slots SET fence = fence + $2, version = version + 1, waiting = $3"
+        "  WHERE id = $1 RETURNING fence, version),"
+        " booking AS ("
+        "  INSERT INTO bookings (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key)"
+        "  SELECT t.id, $1, t.holder, t.state, t.unit, (SELECT fence FROM slot) - $2 + t.hold_number,"
+        "   t.expires_at, t.key"
+        "  FROM unnest($4::uuid[], $5::text[], $6::text[], $7::int[], $8::int[], $9::timestamptz[],"
+        "   $10::text[]) AS t (id, holder, state, unit, hold_number, expires_at, key)"
+        f"  RETURNING {BOOKING_COLUMNS}),"
+        " audit AS ("
+        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
+        "  SELECT b.id, NULL, b.state, e.event, b.holder, b.fence"
+        "  FROM booking b JOIN unnest($4::uuid[], $11::text[]) AS e (id, event) ON e.id = b.id),"
+        " idempotency AS ("
+        "  INSERT INTO idempotency_keys (holder, key, slot_id, booking_id)"
+        "  SELECT holder, key, $1, booking_id"
+        "  FROM unnest($12::text[], $13::text[], $14::uuid[]) AS k (holder, key, booking_id))"
+        " SELECT booking.*, (SELECT version FROM slot) AS slot_version FROM booking",
+        tx.slot_id,
+        holds,
+        tx.waiting,
+        [a.booking_id for a in admitted],
+        [a.holder for a in admitted],
+        [a.state.value for a in admitted],
+        [a.unit for a in admitted],
+        [a.hold_number for a in admitted],
+        [a.expires_at for a in admitted],
+        [a.key for a in admitted],
+        [(Event.HOLD if a.state is _HELD else Event.QUEUE).value for a in admitted],
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+    )
+    by_id = {row["id"]: row for row in rows}
+    tx.version = int(rows[0]["slot_version"])
+    tx.version_written = True
+    # Places in the queue follow the arrival sequence PostgreSQL gave each newcomer.
+    queued = sorted((r for r in rows if r["state"] == BookingState.PENDING), key=lambda r: r["queue_seq"])
+    waiting_before = tx.waiting - len(queued)
+    for place, row in enumerate(queued, start=waiting_before + 1):
+        tx.places[str(row["id"])] = place
+        tx.queue_seqs[str(row["id"])] = int(row["queue_seq"])
+    if queued:
+        tx.queue_joined = True
+    for admission in admitted:
+        row = by_id[admission.booking_id]
+        booking_id = str(admission.booking_id)
+        if admission.state is _HELD:
+            assert admission.expires_at is not None
+            tx.holds_granted.append((admission.booking_id, int(row["fence"]), admission.expires_at))
+            tx.changes.append(Change(booking_id, None, _HELD, Event.HOLD, None, admission.expires_at))
+    for row in queued:
+        tx.changes.append(Change(str(row["id"]), None, _QUEUED, Event.QUEUE, tx.places[str(row["id"])]))
+    return by_id
+
+
+async def _insert_keys(tx: SlotTransaction, keys: list[tuple[str, str, UUID]]) -> None:
+    await tx.conn.execute_query(
+        "INSERT INTO idempotency_keys (holder, key, slot_id, booking_id)"
+        " SELECT holder, key, $1, booking_id FROM unnest($2::text[], $3::text[], $4::uuid[])"
+        " AS k (holder, key, booking_id)",
+        [tx.slot_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+    )

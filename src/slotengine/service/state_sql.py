@@ -1,0 +1,17 @@
+"""SQL fragments naming booking states, derived from the domain's sets (never typed by hand)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from slotengine.domain.states import FINAL_STATES, LIVE_STATES, OCCUPYING_STATES, BookingState
+
+
+def state_list(states: Iterable[BookingState]) -> str:
+    """`('A', 'B')` for `state IN ...`, in a stable order."""
+    return "(" + ", ".join(f"'{state.value}'" for state in sorted(states)) + ")"
+
+
+LIVE_SQL = state_list(LIVE_STATES)
+OCCUPYING_SQL = state_list(OCCUPYING_STATES)
+FINAL_SQL = state_list(FINAL_STATES)
