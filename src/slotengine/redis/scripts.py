@@ -70,7 +70,7 @@ class ChangesApplied(NamedTuple):
     places: list[int]  # for each queue- and rank operation, in order (0 = not waiting)
 
 
-async def apply_changes(redis: Redis, keys: list[str], args: list[Any]) -> ChangesApplied:
+async def apply_changes(redis: RedisClient, keys: list[str], args: list[Any]) -> ChangesApplied:
     """Run apply_changes.lua (see its header) and read its answer."""
     answer = await apply_changes_script(redis, keys, args)
     status = answer[0]
