@@ -3,6 +3,7 @@ API processes, two workers and a scheduler, all on SLOTENGINE_REDIS_CLUSTER=true
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -61,9 +62,12 @@ async def cluster_apis(cluster_settings: Settings) -> AsyncIterator[list[ApiProc
 
 
 @pytest.fixture(scope="session")
-async def cluster_workers(cluster_settings: Settings, cluster_redis: RedisCluster) -> AsyncIterator[None]:
-    async with running_workers(cluster_settings, cluster_redis, workers=2):
-        yield
+async def cluster_workers(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """Two workers and a scheduler."""
+    async with running_workers(cluster_settings, cluster_redis, workers=2) as running:
+        yield running
 
 
 class Database:

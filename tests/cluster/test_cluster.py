@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -171,8 +172,9 @@ async def test_a_master_killed_mid_race_over_books_nothing_and_service_resumes_w
     cluster_apis: list[ApiProcess],
     cluster_redis: RedisCluster,
     cluster_settings: Settings,
-    cluster_db: Database,
     redis_cluster: ClusterNodes,
+    cluster_workers: list[subprocess.Popen[bytes]],
+    cluster_db: Database,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     slots = [await via[0].create_slot(capacity=2) for _ in range(9)]
@@ -212,6 +214,17 @@ async def test_a_master_killed_mid_race_over_books_nothing_and_service_resumes_w
     # Service resumes on the restarted master's slots: a new holder is answered, with a booking.
     late = await via[1].reserve(token("after-restart"), on_victim[0], "k")
     assert late["__typename"] == "Booking" and late["state"] in ("RESERVED", "PENDING"), late
+    # Workers and scheduler rode it out, and timers work again: a short hold lapses on its own.
+    assert all(process.poll() is None for process in cluster_workers)
+    short = await via[0].reserve(token("after-restart-short"), await via[0].create_slot(hold_seconds=1), "k")
+
+    async def expired() -> int:
+        rows = await cluster_db.fetch(
+            "SELECT count(*) AS n FROM transitions WHERE booking_id = $1 AND event = 'expire'", short["id"]
+        )
+        return int(rows[0]["n"])
+
+    await eventually(expired, lambda n: n == 1, within=20)
     kinds = Counter(
         answer["__typename"] + (f" {answer['state']}" if "state" in answer else "") for answer in answers
     )
