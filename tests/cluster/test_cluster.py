@@ -186,7 +186,7 @@ async def test_a_master_killed_mid_race_over_books_nothing_and_service_resumes_w
         try:
             return await via[n % 2].reserve(token(f"fault-{n}"), slot_id, "k")
         except (httpx.HTTPError, AssertionError) as failure:
-            return {"__typename": f"failed: {type(failure).__name__}"}
+            return {"__typename": f"failed: {type(failure).__name__}", "detail": str(failure)[:300]}
 
     race = [asyncio.ensure_future(attempt(n)) for n in range(HOLDERS)]
     await asyncio.sleep(0)  # the race is under way when the master dies
@@ -236,4 +236,8 @@ async def test_a_master_killed_mid_race_over_books_nothing_and_service_resumes_w
         f" 200 again {back_after:.1f}s after the restart;"
         f" no slot over capacity; a reserve on its slots after restart: {late['state']}",
     )
-    assert kinds["Booking RESERVED"] >= 1
+    # The other masters kept serving: every holder of a slot they hold got a booking.
+    elsewhere = [a for n, a in enumerate(answers) if slots[n % len(slots)] not in on_victim]
+    assert elsewhere and all(a["__typename"] == "Booking" for a in elsewhere), Counter(
+        a.get("detail", a["__typename"]) for a in elsewhere
+    )

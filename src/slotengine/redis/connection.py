@@ -6,11 +6,13 @@ With SLOTENGINE_REDIS_CLUSTER the URL names one node of a Redis Cluster and ever
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+from redis import exceptions as redis_errors
+from redis._parsers.commands import AsyncCommandsParser
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -49,12 +51,46 @@ def connection_pool(settings: Settings, *, decode_responses: bool = True) -> Blo
 
 def cluster_client(settings: Settings, *, decode_responses: bool = True) -> RedisCluster:
     """A client of the Redis Cluster SLOTENGINE_REDIS_URL belongs to (not connected until used)."""
-    return RedisCluster.from_url(
+    client = RedisCluster.from_url(
         required(settings, "redis_url"),
         decode_responses=decode_responses,
         max_connections=settings.redis_pool_size,
         retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), CLUSTER_ATTEMPTS),
     )
+    client.commands_parser = SteadyCommandsParser(client)
+    return client
+
+
+class SteadyCommandsParser(AsyncCommandsParser):
+    """redis-py's key finder, made to survive the death of the cluster's first master.
+
+    redis-py reads COMMAND again from its "default node" (the first master) each time it
+    refreshes the slot map, and asks that node where a command's keys are (COMMAND GETKEYS, for
+    XREADGROUP and the like). With that master down, every refresh failed and closed every
+    connection: one dead master stopped all traffic, to the live masters too. The command table
+    does not change with the topology, so it is read once; key lookups go to any master that
+    answers.
+    """
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        super().__init__()
+        self._cluster = cluster
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        if self.commands:
+            return
+        await super().initialize(node)
+
+    async def _get_moveable_keys(self, *args: Any) -> tuple[str, ...] | None:
+        unreachable: Exception | None = None
+        for node in [self.node, *(n for n in self._cluster.get_primaries() if n is not self.node)]:
+            self.node = node
+            try:
+                return await super()._get_moveable_keys(*args)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+                unreachable = exc
+        assert unreachable is not None
+        raise unreachable
 
 
 def connect(settings: Settings) -> RedisClient:
