@@ -111,6 +111,13 @@ class ClusterStreamBroker(AsyncBroker):
                 except PASSING_FAULTS:
                     await asyncio.sleep(pause)
                 continue
+            except Exception:
+                # redis-py's cluster client can fail inside itself while a master is down (a
+                # connection it closed, used again); a worker that let it through would die.
+                log.exception("task stream read failed: retrying in %.1fs", pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+                continue
             pause = FIRST_PAUSE_SECONDS
             messages = [entry for _, entries in fetched or [] for entry in entries]
             messages += claimed[1] if claimed else []

@@ -69,6 +69,11 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
                 # keep trying. Timers it lost are re-armed (and swept) once it answers again.
                 log.warning("scheduler cannot reach Redis (%s): retrying", exc)
                 pause = REDIS_RETRY_SECONDS
+            except Exception:
+                # redis-py's cluster client can fail inside itself while a master is down (a
+                # connection it closed, used again): the scheduler must outlive that too.
+                log.exception("scheduler failed to reach Redis: retrying")
+                pause = REDIS_RETRY_SECONDS
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
     finally:
