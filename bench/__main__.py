@@ -1,22 +1,39 @@
-"""`make bench`: run every scenario and print its figures."""
+"""`make bench`: run every scenario and print its figures.
+
+python -m bench [--quick] [scenario ...]    # scenarios: see SCENARIOS; default all
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from bench import expiry, fanout, reserve
+from bench import expiry, fanout, hot_slot, many_slots, queue_length, reserve
 
-SCENARIOS = {"reserve": reserve.run, "expiry": expiry.run, "fanout": fanout.run}
+# Each takes `quick`: fewer rounds and smaller sizes, for a look in a minute or two.
+SCENARIOS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
+    "hot-slot": lambda quick: hot_slot.run(quick=quick),
+    "many-slots": lambda quick: many_slots.run(quick=quick),
+    "queue-length": lambda quick: queue_length.run(quick=quick),
+    "reserve": lambda quick: reserve.run(),
+    "expiry": lambda quick: expiry.run(),
+    "fanout": lambda quick: fanout.run(),
+}
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="slotengine benchmarks")
+    parser.add_argument("--quick", action="store_true", help="one round, smaller sizes")
+    parser.add_argument("scenarios", nargs="*", choices=[[], *SCENARIOS], metavar="scenario")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    chosen = argv or list(SCENARIOS)
-    for name in chosen:
+    for name in args.scenarios or list(SCENARIOS):
         print(f"== {name} ==", flush=True)
-        asyncio.run(SCENARIOS[name]())
+        asyncio.run(SCENARIOS[name](args.quick))
     return 0
 
 

@@ -6,15 +6,19 @@ import asyncio
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
+
 from slotengine.config import Settings
-from slotengine.embedded import EmbeddedServer, start_postgres, start_redis
+from slotengine.embedded import EmbeddedServer, free_port, start_postgres, start_redis
 from slotengine.redis.keys import task_stream
 from slotengine.service.engine import Engine, close_engine, open_engine
 from slotengine.store.database import create_database, migrate
@@ -27,6 +31,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(name: str, values_ms: list[float]) -> str:
+    if not values_ms:
+        return f"{name:<34} n=0"
     return (
         f"{name:<34} n={len(values_ms):<5} p50={percentile(values_ms, 50):8.1f} ms"
         f"  p99={percentile(values_ms, 99):8.1f} ms  max={max(values_ms):8.1f} ms"
@@ -96,6 +102,93 @@ async def bench_engine(*, workers: int = 0) -> AsyncIterator[tuple[Engine, Setti
 def spawn_api(port: int) -> subprocess.Popen[bytes]:
     """A `slotengine serve` process on the benchmark's servers (call inside bench_engine)."""
     return _spawn(["serve", "--port", str(port)], dict(os.environ))
+
+
+def spawn_floor(port: int) -> subprocess.Popen[bytes]:
+    """The floor app (bench/floor.py) in a uvicorn process of its own, on the same servers."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.floor", "--port", str(port)],
+        env=dict(os.environ),
+        stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+async def wait_until_serving(port: int, within: float = 60) -> None:
+    """Poll GET /healthz on 127.0.0.1:port until it answers 200."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=5) as http:
+        while True:
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing answered /healthz on port {port}")
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def engine_and_floor() -> AsyncIterator[tuple[Engine, Settings, int, int]]:
+    """bench_engine plus one `slotengine serve` process and one floor process on its servers:
+    (engine in this process, settings, API port, floor port)."""
+    async with bench_engine() as (engine, settings):
+        api_port, floor_port = free_port(), free_port()
+        processes = [spawn_api(api_port), spawn_floor(floor_port)]
+        try:
+            await wait_until_serving(api_port)
+            await wait_until_serving(floor_port)
+            yield engine, settings, api_port, floor_port
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                process.wait(30)
+
+
+class SideBySide:
+    """Figures of the engine and the floor measured in alternating rounds, printed as they come
+    and then as the median of each round's engine/floor ratio."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, list[tuple[float, float]]] = {}
+        self.units: dict[str, tuple[str, bool]] = {}
+        self.wrong: dict[str, int] = {}  # rounds in which a side gave wrong answers
+
+    def add(
+        self,
+        name: str,
+        engine: float,
+        floor: float,
+        unit: str,
+        *,
+        higher_is_better: bool = False,
+        wrong: bool = False,
+    ) -> None:
+        """Record one round's figure; `wrong` marks a round in which some answers were wrong."""
+        self.figures.setdefault(name, []).append((engine, floor))
+        self.units[name] = (unit, higher_is_better)
+        self.wrong[name] = self.wrong.get(name, 0) + wrong
+        print(
+            f"  {name:<40} engine {engine:9.2f} {unit:<5} floor {floor:9.2f} {unit:<5}"
+            f" ratio {engine / floor:6.2f}{'  (WRONG ANSWERS: not comparable)' if wrong else ''}",
+            flush=True,
+        )
+
+    def report(self) -> None:
+        for name, pairs in self.figures.items():
+            unit, higher = self.units[name]
+            ratios = [e / f for e, f in pairs]
+            better = "higher" if higher else "lower"
+            print(
+                f"{name:<42} engine/floor = {statistics.median(ratios):5.2f} (median of {len(ratios)};"
+                f" {', '.join(f'{r:.2f}' for r in ratios)}; {better} is better)"
+                f"  engine {statistics.median(e for e, _ in pairs):.2f} {unit},"
+                f" floor {statistics.median(f for _, f in pairs):.2f} {unit}"
+                + (f"  !! {self.wrong[name]} round(s) with wrong answers" if self.wrong[name] else ""),
+                flush=True,
+            )
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -52,7 +52,12 @@ class Settings(BaseSettings):
         description="browser origins allowed to open WebSockets besides the API's own (JSON list)",
     )
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
-    scheduler_tick_seconds: float = Field(default=0.01, gt=0, description="timer polling period")
+    scheduler_tick_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="the scheduler's heartbeat period, the longest it sleeps when no timer is due"
+        " (timers armed wake it early, so this does not bound how late one fires)",
+    )
 
 
 @lru_cache(maxsize=1)

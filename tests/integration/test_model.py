@@ -72,7 +72,6 @@ from slotengine.domain.errors import (
     DomainError,
     HoldExpired,
     IdempotencyKeyReused,
-    InvalidTransition,
     NotAuthorized,
     NotHolder,
     SlotClosed,
@@ -83,6 +82,7 @@ from slotengine.domain.states import (
     OCCUPYING_STATES,
     BookingState,
     Event,
+    InvalidTransition,
     Role,
     transition,
 )

@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slotengine.domain.errors import InvalidTransition, NotAuthorized
+from slotengine.domain.errors import NotAuthorized
 from slotengine.domain.states import (
     FINAL_STATES,
     BookingState,
     Event,
+    InvalidTransition,
     Role,
     transition,
 )

@@ -9,6 +9,7 @@ import strawberry
 
 from slotengine.domain import errors as domain
 from slotengine.domain.states import BookingState
+from slotengine.domain.states import InvalidTransition as InvalidTransitionError
 
 
 @strawberry.interface(description="Every refusal carries a message meant for people.")
@@ -89,7 +90,7 @@ def error_member(exc: domain.DomainError) -> Any:
                 booking_id=strawberry.ID(exc.booking_id),
                 expired_at=exc.expired_at,
             )
-        case domain.InvalidTransition():
+        case InvalidTransitionError():
             return InvalidTransition(message=exc.message, from_state=exc.from_state, event=exc.event)
         case domain.IdempotencyKeyReused():
             return IdempotencyKeyReused(message=exc.message, idempotency_key=exc.key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -9,18 +10,18 @@ from typing import Annotated, Any, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
+from strawberry.types import ExecutionContext
 
 from slotengine.api import gc_policy
 from slotengine.api.context import Info
+from slotengine.api.document_budget import DocumentBudget, document_budget_rule
+from slotengine.api.document_cache import BoundedParserCache, BoundedValidationCache
 from slotengine.api.errors import (
     BookingNotFound,
     HoldExpired,
@@ -46,9 +47,13 @@ from slotengine.api.types import (
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
+from slotengine.logs import excerpt
 from slotengine.service import live, queries, reservations, slot_generation
 
 T = TypeVar("T")
+
+# Strawberry's own logger name, so operators' filters on it keep working.
+_errors_log = logging.getLogger("strawberry.execution")
 
 CreateSlotResult = Annotated[Slot | ValidationError | NotAuthorized, strawberry.union("CreateSlotResult")]
 CreateSlotsResult = Annotated[
@@ -275,17 +280,20 @@ def _is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+# Built once: the same rule class on every request keeps the validation cache's keys equal.
+DOCUMENT_BUDGET = DocumentBudget()
+_BUDGET_RULES = [document_budget_rule(DOCUMENT_BUDGET)]
+
+
 def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
-    """Parse and validation caches, the query-shape limits, error masking; introspection if asked."""
-    # Factories: each request gets fresh extension state; the parse and validation caches
-    # live at module level in Strawberry, shared by all requests.
+    """Bounded parse and validation caches, the document budget, error masking; introspection if asked."""
+    # Factories: each request gets fresh extension state; the caches and the budget's rule
+    # class live at module level, shared by all requests.
     extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: ParserCache(maxsize=1000),
-        lambda: ValidationCache(maxsize=1000),
-        # Introspection fields are exempt (GraphiQL's own query is deeper); today's types nest
-        # three levels, so this guards types that will refer to each other.
-        lambda: QueryDepthLimiter(max_depth=10),
-        lambda: MaxAliasesLimiter(max_alias_count=30),
+        BoundedParserCache,
+        BoundedValidationCache,
+        # Depth (introspection exempt), aliases, cost, fragments and directives, in one linear pass.
+        lambda: AddValidationRules(_BUDGET_RULES),
         lambda: MaxTokensLimiter(max_token_count=2000),
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal error."),
     ]
@@ -294,10 +302,31 @@ def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaEx
     return extensions
 
 
+class EngineSchema(strawberry.Schema):
+    """Strawberry's schema, logging each error as a bounded excerpt rather than the whole document."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            _errors_log.error("%s", _error_excerpt(error), exc_info=error.original_error)
+
+
+def _error_excerpt(error: GraphQLError) -> str:
+    """The error's message, cut short, and where it is: never the document's text around it."""
+    where = ", ".join(f"{at.line}:{at.column}" for at in (error.locations or ())[:5])
+    path = ".".join(str(step) for step in (error.path or ()))
+    return (
+        excerpt(error.message)
+        + (f" (at {where})" if where else "")
+        + (f" path {excerpt(path, 200)}" if path else "")
+    )
+
+
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     """The engine's schema with its edge extensions."""
     extensions = edge_extensions(introspection=introspection)
-    return strawberry.Schema(
+    return EngineSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from slotengine.domain.states import BookingState
 
 
 class DomainError(Exception):
@@ -60,14 +56,6 @@ class HoldExpired(DomainError):
         super().__init__(f"the hold on booking {booking_id} expired{when}")
         self.booking_id = booking_id
         self.expired_at = expired_at
-
-
-class InvalidTransition(DomainError):
-    def __init__(self, from_state: BookingState | None, event: str) -> None:
-        name = from_state.value if from_state is not None else "a new booking"
-        super().__init__(f"cannot {event} from {name}")
-        self.from_state = from_state
-        self.event = event
 
 
 class IdempotencyKeyReused(DomainError):

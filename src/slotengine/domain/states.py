@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from slotengine.domain.errors import InvalidTransition, NotAuthorized
+from slotengine.domain.errors import DomainError, NotAuthorized
 
 
 class BookingState(StrEnum):
@@ -32,6 +32,16 @@ class Role(StrEnum):
     HOLDER = "holder"
     ADMIN = "admin"
     SYSTEM = "system"
+
+
+class InvalidTransition(DomainError):
+    """The transition table has no move for this event from this state."""
+
+    def __init__(self, from_state: BookingState | None, event: str) -> None:
+        name = from_state.value if from_state is not None else "a new booking"
+        super().__init__(f"cannot {event} from {name}")
+        self.from_state = from_state
+        self.event = event
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,12 @@ def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def time_reply_ms(time_reply: tuple[int | str, int | str]) -> int:
+    """Epoch milliseconds from a TIME reply (seconds, microseconds)."""
+    seconds, microseconds = time_reply
+    return int(seconds) * 1000 + int(microseconds) // 1000
+
+
 def from_epoch_ms(moment_ms: int) -> datetime:
     """A UTC datetime from epoch milliseconds (what the scripts report as Redis' now)."""
     return datetime.fromtimestamp(int(moment_ms) / 1000, UTC)

@@ -57,6 +57,11 @@ def schedule_keys(prefix: str, shard: int) -> ScheduleKeys:
     )
 
 
+def timers_wake_channel(prefix: str) -> str:
+    """Pub/sub channel: the due time (epoch ms) of each timer armed, to wake sleeping schedulers."""
+    return f"{prefix}{{timers}}:wake"
+
+
 def schedule_shard(schedule_id: str) -> int:
     """The timer shard holding `schedule_id` (stable across processes: CRC32, not hash())."""
     return zlib.crc32(schedule_id.encode()) % TIMER_SHARDS

@@ -6,6 +6,10 @@ each task once and on time. A claim that is never acknowledged (the scheduler di
 claiming and sending) becomes due again when its lease ends. Due times are compared with
 Redis' clock, never with a scheduler's own: every scheduler then agrees on what is due.
 
+On one Redis a scheduler sleeps until the earliest due time; arming a timer publishes its due
+time on a wake-up channel, so a scheduler sleeping past it wakes early. On a cluster (where a
+pipeline cannot PUBLISH, and each shard keeps its own node's clock) schedulers poll instead.
+
 Schedules are spread over TIMER_SHARDS shards by id, each under a hash tag of its own, so on a
 Redis Cluster every script touches one slot and no one node carries every timer. A shard's due
 times are set and compared by the clock of the node holding it.
@@ -22,9 +26,15 @@ from typing import Any
 from taskiq import ScheduledTask, ScheduleSource
 
 from slotengine.redis import scripts
-from slotengine.redis.clock import epoch_ms
+from slotengine.redis.clock import epoch_ms, time_reply_ms
 from slotengine.redis.connection import RedisClient, RedisPipeline, on_cluster
-from slotengine.redis.keys import TIMER_SHARDS, ScheduleKeys, schedule_keys, schedule_shard
+from slotengine.redis.keys import (
+    TIMER_SHARDS,
+    ScheduleKeys,
+    schedule_keys,
+    schedule_shard,
+    timers_wake_channel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,7 @@ class DueTimeScheduleSource(ScheduleSource):
     def __init__(self, redis: RedisClient, prefix: str) -> None:
         self.redis = redis
         self.shards = [schedule_keys(prefix, shard) for shard in range(TIMER_SHARDS)]
+        self.wake = timers_wake_channel(prefix)
         self._logged_unreachable = 0.0
 
     def keys_of(self, schedule_id: str) -> ScheduleKeys:
@@ -59,15 +70,21 @@ class DueTimeScheduleSource(ScheduleSource):
         keys = self.keys_of(schedule.schedule_id)
         pipe.hset(keys.tasks, schedule.schedule_id, schedule.model_dump_json())
         pipe.zadd(keys.due, {schedule.schedule_id: epoch_ms(schedule.time)})
+        if not on_cluster(self.redis):
+            # Costs nothing when no scheduler listens; a scheduler that does ignores it unless it
+            # is due before the scheduler would wake anyway.
+            pipe.publish(self.wake, epoch_ms(schedule.time))
 
     async def add_schedule_in(self, schedule: ScheduledTask, delay: timedelta) -> None:
         """Store the task due `delay` from now by Redis' clock (whatever `schedule.time` says)."""
         keys = self.keys_of(schedule.schedule_id)
-        await scripts.schedule_in(
+        due_ms = await scripts.schedule_in(
             self.redis,
             [keys.due, keys.tasks],
             [schedule.schedule_id, schedule.model_dump_json(), int(delay.total_seconds() * 1000)],
         )
+        if not on_cluster(self.redis):
+            await self.redis.publish(self.wake, due_ms)
 
     async def delete_schedule(self, schedule_id: str) -> None:
         keys = self.keys_of(schedule_id)
@@ -105,6 +122,26 @@ class DueTimeScheduleSource(ScheduleSource):
     async def post_send(self, task: ScheduledTask) -> None:
         """The task is on the broker's stream: forget the schedule."""
         await self.delete_schedule(task.schedule_id)
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest schedule is due (0 when overdue), None when none is."""
+        earliest_ms, now_ms = await self.earliest_due()
+        if earliest_ms is None:
+            return None
+        return max(0.0, (earliest_ms - now_ms) / 1000)
+
+    async def earliest_due(self) -> tuple[int | None, int]:
+        """(When the next schedule or lapsed claim is due, Redis' now), both epoch ms, in one round
+        trip. One Redis only: on a cluster each shard has its own node's clock, and schedulers poll."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in self.shards:
+                pipe.zrange(shard.due, 0, 0, withscores=True)
+                pipe.zrange(shard.claimed, 0, 0, withscores=True)
+            pipe.time()
+            *firsts, now = await pipe.execute()
+        # A claim whose scheduler died is due again when its lease ends (claim_due.lua).
+        moments = [int(float(first[0][1])) for first in firsts if first]
+        return (min(moments) if moments else None), time_reply_ms(now)
 
     async def pending(self) -> int:
         """How many schedules wait (due later, or claimed and not yet sent)."""

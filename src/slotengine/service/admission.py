@@ -22,6 +22,7 @@ from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.service.announcements import Change
 from slotengine.service.bookings import BOOKING_COLUMNS
 from slotengine.service.engine import Engine
+from slotengine.service.rate_limit import take_reserve_turns
 from slotengine.service.retries import retry_conflicts
 from slotengine.service.settlement import settle
 from slotengine.service.state_sql import LIVE_SQL
@@ -50,7 +51,20 @@ Outcome = Reservation | DomainError
 
 
 async def reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[Outcome]:
-    """Admit, replay or refuse each request, in one transaction on the slot."""
+    """Take each request's turn against the rate limit, then admit, replay or refuse the rest in one
+    transaction on the slot."""
+    turns = await take_reserve_turns(engine, [request.holder for request in requests])
+    allowed = [request for request, refusal in zip(requests, turns, strict=True) if refusal is None]
+    try:
+        answers = iter(await _reserve_allowed(engine, slot_id, allowed) if allowed else [])
+    except DomainError as refusal:  # the slot does not exist: every request allowed learns it
+        answers = iter([refusal] * len(allowed))
+    return [next(answers) if refusal is None else refusal for refusal in turns]
+
+
+async def _reserve_allowed(
+    engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]
+) -> list[Outcome]:
     for _ in range(3):
         try:
             return await _reserve_batch(engine, slot_id, requests)

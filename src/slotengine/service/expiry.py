@@ -15,6 +15,7 @@ from slotengine.service.bookings import load_booking_row
 from slotengine.service.engine import Engine
 from slotengine.service.retries import retry_conflicts
 from slotengine.service.settlement import settle
+from slotengine.service.state_sql import PENDING, RESERVED
 from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
 from slotengine.service.unit_of_work import SlotBusy, slot_transaction
 from slotengine.store.database import connection
@@ -56,10 +57,10 @@ async def expire_hold(engine: Engine, booking_id: UUID, fence: int) -> ExpiryOut
 async def slots_needing_settlement(limit: int = SWEEP_BATCH) -> list[UUID]:
     """Slots with a lapsed hold, or people still waiting after the slot started."""
     rows = await connection().execute_query_dict(
-        "SELECT slot_id FROM bookings WHERE state = 'RESERVED' AND expires_at <= now()"
+        f"SELECT slot_id FROM bookings WHERE state = {RESERVED} AND expires_at <= now()"
         " UNION"
         " SELECT b.slot_id FROM bookings b JOIN slots s ON s.id = b.slot_id"
-        " WHERE b.state = 'PENDING' AND s.starts_at <= now()"
+        f" WHERE b.state = {PENDING} AND s.starts_at <= now()"
         " LIMIT $1",
         [limit],
     )
@@ -91,11 +92,11 @@ async def rearm_timers(engine: Engine) -> int:
     # Run when Redis lost its data (restart without persistence, flush): the holds' expiry and
     # the queues' lapse timers went with it. Setting a timer twice is harmless (same id).
     holds = await connection().execute_query_dict(
-        "SELECT id, fence, expires_at FROM bookings WHERE state = 'RESERVED'"
+        f"SELECT id, fence, expires_at FROM bookings WHERE state = {RESERVED}"
     )
     queues = await connection().execute_query_dict(
         "SELECT DISTINCT s.id, s.starts_at FROM slots s JOIN bookings b ON b.slot_id = s.id"
-        " WHERE b.state = 'PENDING'"
+        f" WHERE b.state = {PENDING}"
     )
     schedules = [expire_hold_schedule(r["id"], int(r["fence"]), r["expires_at"]) for r in holds]
     schedules += [settle_slot_schedule(r["id"], r["starts_at"]) for r in queues]

@@ -21,6 +21,7 @@ from slotengine.service import queries
 from slotengine.service.announcements import SlotAnnouncement
 from slotengine.service.engine import Engine
 from slotengine.service.events import EventHub, Message
+from slotengine.service.state_sql import CONFIRMED, PENDING, RESERVED, SETTLED_SQL
 from slotengine.service.views import BookingView, Caller, QueuePositionView, SlotView
 from slotengine.store.database import connection
 
@@ -39,10 +40,10 @@ async def _slot_snapshot(slot_id: UUID) -> tuple[SlotView, int] | None:
     row = await _one(
         "SELECT s.id, s.resource, s.starts_at, s.ends_at, s.capacity, s.hold_seconds, s.closed,"
         " s.version,"
-        " (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = 'RESERVED') AS held,"
+        f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = {RESERVED}) AS held,"
         " (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id"
-        "   AND b.state IN ('CONFIRMED', 'COMPLETED')) AS confirmed,"
-        " (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = 'PENDING') AS waiting"
+        f"   AND b.state IN {SETTLED_SQL}) AS confirmed,"
+        f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = {PENDING}) AS waiting"
         " FROM slots s WHERE s.id = $1",
         slot_id,
     )
@@ -144,8 +145,8 @@ async def _booking_snapshot(caller: Caller, booking_id: str) -> _BookingState:
     row = await _one(
         "SELECT b.id, b.slot_id, b.holder, b.state, b.expires_at, b.created_at, s.version,"
         " s.capacity,"
-        " CASE WHEN b.state = 'PENDING' THEN (SELECT count(*) FROM bookings p"
-        "   WHERE p.slot_id = b.slot_id AND p.state = 'PENDING' AND p.queue_seq <= b.queue_seq)"
+        f" CASE WHEN b.state = {PENDING} THEN (SELECT count(*) FROM bookings p"
+        f"   WHERE p.slot_id = b.slot_id AND p.state = {PENDING} AND p.queue_seq <= b.queue_seq)"
         " END AS position"
         " FROM bookings b JOIN slots s ON s.id = b.slot_id WHERE b.id = $1",
         booking_uuid,
@@ -256,12 +257,12 @@ async def seconds_per_place(slot_id: UUID, capacity: int) -> float | None:
     """The slot's measured time per queue place (see policy.seconds_per_place)."""
     row = await _one(
         "SELECT avg(EXTRACT(EPOCH FROM l.at - r.at)) AS mean, count(*) AS ended,"
-        " count(*) FILTER (WHERE l.to_state <> 'CONFIRMED') AS released"
+        f" count(*) FILTER (WHERE l.to_state <> {CONFIRMED}) AS released"
         " FROM transitions r JOIN bookings b ON b.id = r.booking_id"
         " JOIN LATERAL (SELECT x.at, x.to_state FROM transitions x"
-        "   WHERE x.booking_id = r.booking_id AND x.id > r.id AND x.from_state = 'RESERVED'"
+        f"   WHERE x.booking_id = r.booking_id AND x.id > r.id AND x.from_state = {RESERVED}"
         "   ORDER BY x.id LIMIT 1) l ON true"
-        " WHERE b.slot_id = $1 AND r.to_state = 'RESERVED'",
+        f" WHERE b.slot_id = $1 AND r.to_state = {RESERVED}",
         slot_id,
     )
     if row is None or row["mean"] is None:

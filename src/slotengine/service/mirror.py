@@ -16,6 +16,7 @@ from slotengine.redis import scripts
 from slotengine.redis.clock import epoch_ms
 from slotengine.service.announcements import Change
 from slotengine.service.engine import Engine
+from slotengine.service.state_sql import MIRRORED_SQL
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ async def rebuild_mirror(
     Returns the length of the queue it found (the one place that counts it)."""
     rows = await conn.execute_query_dict(
         "SELECT id, state, expires_at, queue_seq FROM bookings WHERE slot_id = $1"
-        " AND state IN ('RESERVED', 'PENDING', 'CONFIRMED', 'COMPLETED') ORDER BY queue_seq",
+        f" AND state IN {MIRRORED_SQL} ORDER BY queue_seq",
         [slot_id],
     )
     holds: list[Any] = []

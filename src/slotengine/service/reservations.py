@@ -12,12 +12,11 @@ from slotengine.domain.errors import (
     BookingNotFound,
     DomainError,
     HoldExpired,
-    InvalidTransition,
     NotAuthorized,
     NotHolder,
     ValidationError,
 )
-from slotengine.domain.states import BookingState, Event, Role, transition
+from slotengine.domain.states import OCCUPYING_STATES, BookingState, Event, Role, transition
 from slotengine.metrics import RESERVATIONS
 from slotengine.service.admission import Reservation, ReserveRequest, reserve_batch
 from slotengine.service.bookings import BOOKING_COLUMNS, booking_view, load_booking_row, parse_booking_id
@@ -54,9 +53,13 @@ async def reserve_slot(engine: Engine, caller: Caller, slot_id: str, key: str) -
 
 
 async def _reserve_once(engine: Engine, caller: Caller, slot_id: str, key: str) -> tuple[BookingView, bool]:
-    await take_reserve_turn(engine, caller.holder)
-    policy.validate_idempotency_key(key)
-    slot_uuid = parse_slot_id(slot_id)
+    try:
+        policy.validate_idempotency_key(key)
+        slot_uuid = parse_slot_id(slot_id)
+    except ValidationError:
+        await take_reserve_turn(engine, caller.holder)  # counts too, and RateLimited comes first
+        raise
+    # The turn against the rate limit is taken in the batch, one round trip for all of it.
     # Concurrent reservations of one slot in this process share one transaction.
     reservation: Reservation = await engine.reservations.submit(
         slot_uuid, ReserveRequest(caller.holder, key), functools.partial(reserve_batch, engine)
@@ -78,31 +81,27 @@ async def confirm_booking(engine: Engine, caller: Caller, booking_id: str) -> Bo
         raise NotHolder(booking_id)
     async with slot_transaction(engine, row["slot_id"]) as tx:
         await settle(tx)  # a hold past expiresAt is EXPIRED now, and stays so after we answer
-        outcome = await _confirm(tx, caller, row["id"])
-    if isinstance(outcome, DomainError):
-        raise outcome
-    return booking_view(outcome, None)
+        confirmed = await _confirm(tx, caller, row["id"])
+    return booking_view(confirmed, None)
 
 
-async def _confirm(tx: SlotTransaction, caller: Caller, booking_id: UUID) -> DomainError | dict[str, Any]:
+async def _confirm(tx: SlotTransaction, caller: Caller, booking_id: UUID) -> dict[str, Any]:
     row = await _booking_in(tx, booking_id)
     state = BookingState(row["state"])
     if state is BookingState.EXPIRED and row["expires_at"] is not None:
-        return HoldExpired(str(booking_id), row["expires_at"])
-    try:
-        to_state = transition(state, Event.CONFIRM, Role.HOLDER)
-    except DomainError as refusal:
-        return refusal
+        raise HoldExpired(str(booking_id), row["expires_at"])
+    to_state = transition(state, Event.CONFIRM, Role.HOLDER)
     updated = await tx.fetch_one(
         f"UPDATE bookings SET state = $2, updated_at = now()"
-        f" WHERE id = $1 AND state = 'RESERVED' AND fence = $3 AND expires_at > now()"
+        f" WHERE id = $1 AND state = $4 AND fence = $3 AND expires_at > now()"
         f" RETURNING {BOOKING_COLUMNS}",
         booking_id,
         to_state,
         row["fence"],
+        BookingState.RESERVED,
     )
     if updated is None:
-        return HoldExpired(str(booking_id), row["expires_at"])
+        raise HoldExpired(str(booking_id), row["expires_at"])
     await tx.record(booking_id, state, to_state, Event.CONFIRM, caller.holder, fence=row["fence"])
     return updated
 
@@ -115,13 +114,9 @@ async def cancel_booking(engine: Engine, caller: Caller, booking_id: str, reason
     role = Role.HOLDER if row["holder"] == caller.holder else Role.ADMIN
     async with slot_transaction(engine, row["slot_id"]) as tx:
         await settle(tx)
-        outcome = await _apply(tx, row["id"], Event.CANCEL, role, caller.holder, reason)
-        if not isinstance(outcome, DomainError):
-            await promote(tx)
-            outcome = await _booking_in(tx, row["id"])
-    if isinstance(outcome, DomainError):
-        raise outcome
-    return booking_view(outcome, None)
+        cancelled = await _apply(tx, row["id"], Event.CANCEL, role, caller.holder, reason)
+        await promote(tx)
+    return booking_view(cancelled, None)
 
 
 @retry_conflicts
@@ -132,10 +127,8 @@ async def complete_booking(engine: Engine, caller: Caller, booking_id: str) -> B
     row = await _accessible_booking(caller, booking_id)
     async with slot_transaction(engine, row["slot_id"]) as tx:
         await settle(tx)
-        outcome = await _apply(tx, row["id"], Event.COMPLETE, Role.ADMIN, caller.holder, None)
-    if isinstance(outcome, DomainError):
-        raise outcome
-    return booking_view(outcome, None)
+        completed = await _apply(tx, row["id"], Event.COMPLETE, Role.ADMIN, caller.holder, None)
+    return booking_view(completed, None)
 
 
 async def _apply(
@@ -145,14 +138,12 @@ async def _apply(
     role: Role,
     actor: str,
     reason: str | None,
-) -> DomainError | dict[str, Any]:
+) -> dict[str, Any]:
+    """Move the booking by `event`, or raise why it may not (the transaction still commits)."""
     row = await _booking_in(tx, booking_id)
     state = BookingState(row["state"])
-    try:
-        to_state = transition(state, event, role)
-    except (InvalidTransition, NotAuthorized) as refusal:
-        return refusal
-    keeps_unit = to_state in (BookingState.CONFIRMED, BookingState.COMPLETED)
+    to_state = transition(state, event, role)
+    keeps_unit = to_state in OCCUPYING_STATES
     updated = await tx.fetch_one(
         "UPDATE bookings SET state = $2, unit = CASE WHEN $3 THEN unit END, updated_at = now()"
         f" WHERE id = $1 AND state = $4 RETURNING {BOOKING_COLUMNS}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from slotengine.domain import policy
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.service.announcements import Change
+from slotengine.service.state_sql import PENDING, RESERVED
 from slotengine.service.unit_of_work import SYSTEM_ACTOR, SlotTransaction
 
 _EXPIRED_BY_TTL = transition(BookingState.RESERVED, Event.EXPIRE, Role.SYSTEM)
@@ -22,11 +23,11 @@ async def settle(tx: SlotTransaction) -> None:
     row = await tx.fetch_one(
         "WITH lapsed AS ("
         "  UPDATE bookings SET state = $2, unit = NULL, updated_at = now()"
-        "  WHERE slot_id = $1 AND state = 'RESERVED' AND expires_at <= now()"
+        f"  WHERE slot_id = $1 AND state = {RESERVED} AND expires_at <= now()"
         "  RETURNING id, fence, EXTRACT(EPOCH FROM clock_timestamp() - expires_at) AS late),"
         " audit AS ("
         "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
-        "  SELECT id, 'RESERVED', $2, $3, $4, fence FROM lapsed RETURNING booking_id)"
+        f"  SELECT id, {RESERVED}, $2, $3, $4, fence FROM lapsed RETURNING booking_id)"
         " SELECT"
         "  ARRAY(SELECT booking_id FROM audit) AS expired,"
         "  ARRAY(SELECT late FROM lapsed) AS lateness,"
@@ -54,9 +55,9 @@ async def _lapse_queue(tx: SlotTransaction) -> None:
     lapsed = await tx.fetch(
         "WITH lapsed AS ("
         "  UPDATE bookings SET state = $2, updated_at = now()"
-        "  WHERE slot_id = $1 AND state = 'PENDING' RETURNING id)"
+        f"  WHERE slot_id = $1 AND state = {PENDING} RETURNING id)"
         " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason)"
-        " SELECT id, 'PENDING', $2, $3, $4, 'the slot started' FROM lapsed"
+        f" SELECT id, {PENDING}, $2, $3, $4, 'the slot started' FROM lapsed"
         " RETURNING booking_id",
         tx.slot_id,
         _LAPSED_IN_QUEUE,
@@ -76,7 +77,7 @@ async def promote(tx: SlotTransaction) -> None:
     if not free or not tx.waiting:
         return
     heads = await tx.fetch(
-        "SELECT id FROM bookings WHERE slot_id = $1 AND state = 'PENDING' ORDER BY queue_seq LIMIT $2",
+        f"SELECT id FROM bookings WHERE slot_id = $1 AND state = {PENDING} ORDER BY queue_seq LIMIT $2",
         tx.slot_id,
         len(free),
     )
@@ -87,9 +88,9 @@ async def promote(tx: SlotTransaction) -> None:
             " promoted AS ("
             "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
             "   fence = (SELECT fence FROM fence)"
-            "  WHERE id = $1 AND state = 'PENDING' RETURNING id, fence)"
+            f"  WHERE id = $1 AND state = {PENDING} RETURNING id, fence)"
             " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
-            " SELECT id, 'PENDING', $3, $6, $7, fence FROM promoted RETURNING fence",
+            f" SELECT id, {PENDING}, $3, $6, $7, fence FROM promoted RETURNING fence",
             booking_id,
             tx.slot_id,
             _PROMOTED,

@@ -20,7 +20,7 @@ from uuid import UUID
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from slotengine.domain.errors import SlotNotFound
+from slotengine.domain.errors import DomainError, SlotNotFound
 from slotengine.domain.states import BookingState, Event
 from slotengine.metrics import lateness_fields
 from slotengine.redis.connection import on_cluster
@@ -28,6 +28,7 @@ from slotengine.redis.keys import expiry_lateness_key
 from slotengine.service.announcements import Change, SlotAnnouncement
 from slotengine.service.engine import Engine
 from slotengine.service.mirror import MirrorOp, apply_to_mirror, drop_mirror, mirror_ops, rebuild_mirror
+from slotengine.service.state_sql import PENDING
 from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class SlotTransaction:
 
     async def _waiting_before(self, queue_seq: int) -> int:
         row = await self.fetch_one(
-            "SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = 'PENDING' AND queue_seq < $2",
+            f"SELECT count(*) AS n FROM bookings WHERE slot_id = $1 AND state = {PENDING} AND queue_seq < $2",
             self.slot_id,
             queue_seq,
         )
@@ -181,9 +182,12 @@ async def slot_transaction(
 ) -> AsyncIterator[SlotTransaction]:
     """Lock the slot's row for one transaction; commit, then set timers and announce changes.
 
+    A DomainError raised inside commits what was done before it, then reaches the caller.
+
     With `skip_locked`, a slot another transaction holds raises SlotBusy instead of waiting.
     """
     tx: SlotTransaction | None = None
+    refusal: DomainError | None = None
     try:
         async with in_transaction() as conn:
             rows = await conn.execute_query_dict(
@@ -209,7 +213,12 @@ async def slot_transaction(
                 version=int(row["version"]),
                 waiting=int(row["waiting"]),
             )
-            yield tx
+            try:
+                yield tx
+            except DomainError as refused:
+                # A refusal keeps what the transaction did before it (holds it found lapsed are
+                # expired for good): commit, announce, then refuse.
+                refusal = refused
             await tx.finish()
     except BaseException:
         if tx is not None:
@@ -218,6 +227,8 @@ async def slot_transaction(
         raise
     assert tx is not None
     await _after_commit(engine, tx)
+    if refusal is not None:
+        raise refusal
 
 
 class SlotBusy(Exception):
