@@ -44,9 +44,9 @@ class ScheduleKeys:
         return [self.due, self.tasks, self.claimed]
 
 
-# Timers are spread over this many shards, each its own hash tag, so on a cluster no one node
-# carries every timer; a schedule's shard follows from its id alone.
-TIMER_SHARDS = 8
+# On a cluster timers are spread over this many shards, each its own hash tag, so no one node
+# carries every timer; a schedule's shard follows from its id alone. One Redis has one shard.
+CLUSTER_TIMER_SHARDS = 8
 
 
 def schedule_keys(prefix: str, shard: int) -> ScheduleKeys:
@@ -62,9 +62,9 @@ def timers_wake_channel(prefix: str) -> str:
     return f"{prefix}{{timers}}:wake"
 
 
-def schedule_shard(schedule_id: str) -> int:
+def schedule_shard(schedule_id: str, shards: int) -> int:
     """The timer shard holding `schedule_id` (stable across processes: CRC32, not hash())."""
-    return zlib.crc32(schedule_id.encode()) % TIMER_SHARDS
+    return zlib.crc32(schedule_id.encode()) % shards
 
 
 def task_stream(prefix: str) -> str:

@@ -10,9 +10,9 @@ On one Redis a scheduler sleeps until the earliest due time; arming a timer publ
 time on a wake-up channel, so a scheduler sleeping past it wakes early. On a cluster (where a
 pipeline cannot PUBLISH, and each shard keeps its own node's clock) schedulers poll instead.
 
-Schedules are spread over TIMER_SHARDS shards by id, each under a hash tag of its own, so on a
-Redis Cluster every script touches one slot and no one node carries every timer. A shard's due
-times are set and compared by the clock of the node holding it.
+On a cluster, schedules are spread over CLUSTER_TIMER_SHARDS shards by id, each under a hash
+tag of its own, so every script touches one slot and no one node carries every timer. A shard's
+due times are set and compared by the clock of the node holding it. One Redis has one shard.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from slotengine.redis import scripts
 from slotengine.redis.clock import epoch_ms, time_reply_ms
 from slotengine.redis.connection import RedisClient, RedisPipeline, on_cluster
 from slotengine.redis.keys import (
-    TIMER_SHARDS,
+    CLUSTER_TIMER_SHARDS,
     ScheduleKeys,
     schedule_keys,
     schedule_shard,
@@ -49,13 +49,15 @@ class DueTimeScheduleSource(ScheduleSource):
 
     def __init__(self, redis: RedisClient, prefix: str) -> None:
         self.redis = redis
-        self.shards = [schedule_keys(prefix, shard) for shard in range(TIMER_SHARDS)]
+        # Every process of a deployment agrees: they are all told SLOTENGINE_REDIS_CLUSTER alike.
+        count = CLUSTER_TIMER_SHARDS if on_cluster(redis) else 1
+        self.shards = [schedule_keys(prefix, shard) for shard in range(count)]
         self.wake = timers_wake_channel(prefix)
         self._logged_unreachable = 0.0
 
     def keys_of(self, schedule_id: str) -> ScheduleKeys:
         """The keys of the shard that holds `schedule_id`."""
-        return self.shards[schedule_shard(schedule_id)]
+        return self.shards[schedule_shard(schedule_id, len(self.shards))]
 
     async def add_schedule(self, schedule: ScheduledTask) -> None:
         """Store the task and its due time; the same schedule id replaces the earlier one."""
