@@ -1,6 +1,6 @@
 -- Apply one transaction's changes to a slot's mirror, in order: O(log n) each, never a re-read.
 --
--- KEYS[1] meta, KEYS[2] holds, KEYS[3] queue (see reserve.lua)
+-- KEYS[1] meta, KEYS[2] holds, KEYS[3] queue (keys.py SlotKeys: meta hash {capacity, confirmed, closed, version, drop_at}, holds zset id -> expiry ms, queue zset id -> arrival sequence)
 -- ARGV[1] the slot version the mirror must be at (the version before these changes)
 -- ARGV[2] the slot version after them
 -- ARGV[3...] operations, three values each: name, booking id, number

@@ -1,6 +1,6 @@
 -- Where a booking stands in its slot's queue.
 --
--- KEYS[1] meta, KEYS[3] queue (see reserve.lua; KEYS[2] is passed for the hash tag's sake)
+-- KEYS[1] meta, KEYS[3] queue (keys.py SlotKeys; KEYS[2] is passed for the hash tag's sake)
 -- ARGV[1] booking id
 --
 -- Returns {"MISSING"} when the slot is not mirrored, else {position} with 1 = next in line,

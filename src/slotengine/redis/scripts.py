@@ -77,9 +77,74 @@ async def apply_changes(redis: RedisClient, keys: list[str], args: list[Any]) ->
     return ChangesApplied(status == "OK", status == "MISSING", [int(place) for place in answer[1:]])
 
 
+class SlotStatus(NamedTuple):
+    """slot_status.lua's answer for a mirrored slot."""
+
+    capacity: int
+    confirmed: int
+    live_holds: int
+    lapsed_holds: int  # past their expiry in Redis' clock, not yet expired in PostgreSQL
+    waiting: int
+    closed: bool
+    now_ms: int  # Redis' clock
+
+
+async def read_slot_status(redis: RedisClient, keys: list[str]) -> SlotStatus | None:
+    """The slot's counts from its mirror, or None when it is not mirrored."""
+    answer = await slot_status(redis, keys, [])
+    if answer[0] == "MISSING":
+        return None
+    capacity, confirmed, live, lapsed, waiting, closed, now_ms = (int(value) for value in answer)
+    return SlotStatus(capacity, confirmed, live, lapsed, waiting, bool(closed), now_ms)
+
+
+class QueuePlace(NamedTuple):
+    """queue_position.lua's answer."""
+
+    mirrored: bool
+    place: int | None  # 1 = next in line; None when the booking is not waiting
+
+
+async def read_queue_place(redis: RedisClient, keys: list[str], booking_id: str) -> QueuePlace:
+    """Where the booking stands in its slot's mirrored queue."""
+    answer = await queue_position(redis, keys, [booking_id])
+    if answer[0] == "MISSING":
+        return QueuePlace(False, None)
+    return QueuePlace(True, int(answer[0]) or None)
+
+
+class Claim(NamedTuple):
+    """One schedule claim_due.lua handed to this caller."""
+
+    schedule_id: str
+    task_json: str
+
+
+async def claim_due_tasks(redis: RedisClient, keys: list[str], lease_ms: int, most: int) -> list[Claim]:
+    """Claim the schedules due now (see claim_due.lua)."""
+    flat: list[str] = await claim_due(redis, keys, [lease_ms, most])
+    return [Claim(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+class Turn(NamedTuple):
+    """take_turn.lua's answer."""
+
+    calls: int  # in the current window, this one included
+    window_left_ms: int
+
+
+def parse_turn(answer: Any) -> Turn:
+    calls, left_ms = answer
+    return Turn(int(calls), int(left_ms))
+
+
+async def take_one_turn(redis: RedisClient, key: str, window_ms: int) -> Turn:
+    """Count one call under `key` (see take_turn.lua)."""
+    return parse_turn(await take_turn(redis, [key], [window_ms]))
+
+
 apply_changes_script = LuaScript("apply_changes")
-reserve = LuaScript("reserve")
-sync_slot = LuaScript("sync_slot")
+sync_slot = LuaScript("sync_slot")  # answers the number of holds and queue entries written
 slot_status = LuaScript("slot_status")
 queue_position = LuaScript("queue_position")
 claim_due = LuaScript("claim_due")

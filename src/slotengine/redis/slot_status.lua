@@ -1,6 +1,6 @@
 -- Read a slot's counts as of now, without changing anything.
 --
--- KEYS[1] meta, KEYS[2] holds, KEYS[3] queue (see reserve.lua)
+-- KEYS[1] meta, KEYS[2] holds, KEYS[3] queue (keys.py SlotKeys: meta hash {capacity, confirmed, closed, version, drop_at}, holds zset id -> expiry ms, queue zset id -> arrival sequence)
 --
 -- Returns {"MISSING"} when the slot is not mirrored, else
 -- {capacity, confirmed, live holds, lapsed holds, queue length, closed, now in epoch ms}. Lapsed holds are

@@ -1,6 +1,6 @@
 -- Replace a slot's mirrored state with what PostgreSQL holds (rebuild, or after any change).
 --
--- KEYS[1] meta, KEYS[2] holds, KEYS[3] queue (see reserve.lua)
+-- KEYS[1] meta, KEYS[2] holds, KEYS[3] queue (keys.py SlotKeys: meta hash {capacity, confirmed, closed, version, drop_at}, holds zset id -> expiry ms, queue zset id -> arrival sequence)
 -- ARGV[1] capacity
 -- ARGV[2] occupied units that are not holds (CONFIRMED + COMPLETED)
 -- ARGV[3] closed (0 or 1)

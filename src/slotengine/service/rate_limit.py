@@ -47,14 +47,14 @@ async def take_reserve_turns(engine: Engine, holders: Sequence[str]) -> list[Rat
         engine.redis,
         [([reserve_rate_key(engine.prefix, holder)], [WINDOW_SECONDS * 1000]) for holder in holders],
     )
-    return [_refusal(limit, calls, left_ms) for calls, left_ms in answers]
+    return [_refusal(limit, scripts.parse_turn(answer)) for answer in answers]
 
 
 async def _take_turn(engine: Engine, holder: str) -> RateLimited | None:
     # The window is timed by Redis alone: API processes with skewed clocks share one count.
     try:
-        calls, left_ms = await scripts.take_turn(
-            engine.redis, [reserve_rate_key(engine.prefix, holder)], [WINDOW_SECONDS * 1000]
+        turn = await scripts.take_one_turn(
+            engine.redis, reserve_rate_key(engine.prefix, holder), WINDOW_SECONDS * 1000
         )
     except _UNREACHABLE as unreachable:
         if not on_cluster(engine.redis):
@@ -64,8 +64,8 @@ async def _take_turn(engine: Engine, holder: str) -> RateLimited | None:
         # let the call through rather than fail it for a node it does not need.
         log.warning("rate limit of %s unreachable (%s): not counted", holder, unreachable)
         return None
-    return _refusal(engine.reserve_rate_per_minute, calls, left_ms)
+    return _refusal(engine.reserve_rate_per_minute, turn)
 
 
-def _refusal(limit: int, calls: int | str, left_ms: int | str) -> RateLimited | None:
-    return RateLimited(retry_after_seconds=int(left_ms) / 1000) if int(calls) > limit else None
+def _refusal(limit: int, turn: scripts.Turn) -> RateLimited | None:
+    return RateLimited(retry_after_seconds=turn.window_left_ms / 1000) if turn.calls > limit else None

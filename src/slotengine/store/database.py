@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 
 MODELS = ["slotengine.store.models"]
 # Any fixed number works; it only has to be the same in every process that migrates.
@@ -71,12 +72,18 @@ async def open_database(url: str, pool_size: int = 20) -> None:
     """Start Tortoise's pool for this process (global, so every task and request sees it)."""
     parts = urlsplit(url)
     query = f"maxsize={pool_size}&minsize=1"
-    db_url = urlunsplit(parts._replace(query=query))
+    default = expand_db_url(urlunsplit(parts._replace(query=query)))
+    # Plan every statement for its own arguments: a generic plan of a prepared statement guesses
+    # 100 rows for an unnest() of an array parameter and the average slot's size for any slot,
+    # and then scans a 100,000-waiter slot, or every idempotency record, on each reservation.
+    default["credentials"]["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
     await Tortoise.init(
-        db_url=db_url,
-        modules={"models": MODELS},
-        use_tz=True,
-        timezone="UTC",
+        config={
+            "connections": {"default": default},
+            "apps": {"models": {"models": MODELS, "default_connection": "default"}},
+            "use_tz": True,
+            "timezone": "UTC",
+        },
         _enable_global_fallback=True,
     )
 
