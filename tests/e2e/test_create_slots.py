@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from slotengine.domain.recurrence import RecurrencePattern, Weekday
+from slotengine.redis.clock import epoch_ms
 from slotengine.service import mirror, slot_generation
 from slotengine.service.engine import Engine
 from slotengine.service.views import Caller
@@ -122,7 +123,14 @@ async def test_created_slots_take_reservations_and_are_mirrored_in_redis(
     assert batch["count"] == 80 and offsets == {timedelta(hours=2), timedelta(hours=1)}
     # Written with the batch, not on first use.
     meta = await engine.redis.hgetall(engine.keys(slots[-1]["id"]).meta)
-    assert meta == {"capacity": "2", "confirmed": "0", "closed": "0"}
+    ends_at = datetime.fromisoformat(slots[-1]["endsAt"])
+    assert meta == {
+        "capacity": "2",
+        "confirmed": "0",
+        "closed": "0",
+        "version": "0",  # a new slot's version: the mirror follows it by deltas from here
+        "drop_at": str(epoch_ms(ends_at + timedelta(days=1))),  # the mirror outlives the slot by a day
+    }
 
     alice, bob = token("batch-alice"), token("batch-bob")
     first = await gql.reserve(alice, slots[0]["id"], "k")
