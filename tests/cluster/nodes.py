@@ -60,6 +60,7 @@ class ClusterNodes:
     data_dir: Path
     ports: list[int] = field(default_factory=lambda: cluster_ports(3))
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    binary: str = field(default_factory=redis_server)
 
     @property
     def url(self) -> str:
@@ -84,7 +85,7 @@ class ClusterNodes:
         node_dir.mkdir(parents=True, exist_ok=True)
         self.processes[port] = subprocess.Popen(
             [
-                redis_server(),
+                self.binary,
                 "--port", str(port),
                 "--bind", "127.0.0.1",
                 "--cluster-enabled", "yes",
