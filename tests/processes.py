@@ -7,13 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psutil
-from redis.asyncio import Redis
 
 from slotengine.config import Settings
+from slotengine.embedded import free_port
+from slotengine.redis.connection import RedisClient
 from slotengine.redis.keys import task_stream
 from tests.deadlines import eventually
 from workers.scheduler import heartbeat_key
@@ -26,6 +29,7 @@ def engine_env(settings: Settings) -> dict[str, str]:
         "SLOTENGINE_DATABASE_URL": settings.database_url,
         "SLOTENGINE_REDIS_URL": settings.redis_url,
         "SLOTENGINE_REDIS_PREFIX": settings.redis_prefix,
+        "SLOTENGINE_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "SLOTENGINE_JWT_SECRET": settings.jwt_secret,
         "SLOTENGINE_LOG_LEVEL": "warning",
         "SLOTENGINE_RESERVE_RATE_PER_MINUTE": str(settings.reserve_rate_per_minute),
@@ -65,7 +69,7 @@ def kill_tree(process: subprocess.Popen[bytes], signum: int = signal.SIGKILL) ->
         kill_tree(process, signal.SIGKILL)
 
 
-async def consumers(redis: Redis, settings: Settings) -> int:
+async def consumers(redis: RedisClient, settings: Settings) -> int:
     stream = task_stream(settings.redis_prefix)
     if not await redis.exists(stream):
         return 0
@@ -73,9 +77,52 @@ async def consumers(redis: Redis, settings: Settings) -> int:
     return sum(int(g["consumers"]) for g in groups)
 
 
-async def wait_for_consumers(redis: Redis, settings: Settings, at_least: int) -> None:
+async def wait_for_consumers(redis: RedisClient, settings: Settings, at_least: int) -> None:
     await eventually(lambda: consumers(redis, settings), lambda n: n >= at_least, within=60)
 
 
-async def wait_for_scheduler(redis: Redis, settings: Settings) -> None:
+async def wait_for_scheduler(redis: RedisClient, settings: Settings) -> None:
     await eventually(lambda: redis.exists(heartbeat_key(settings.redis_prefix)), bool, within=60)
+
+
+@dataclass(frozen=True)
+class ApiProcess:
+    base: str
+    ws: str
+
+
+@contextlib.asynccontextmanager
+async def running_apis(settings: Settings, count: int = 2) -> AsyncIterator[list[ApiProcess]]:
+    """`count` `slotengine serve` processes on the settings' servers, stopped on exit."""
+    ports = [free_port() for _ in range(count)]
+    running = [spawn(settings, "serve", "--port", str(port)) for port in ports]
+    try:
+        async with httpx.AsyncClient() as http:
+            for port in ports:
+                await eventually(
+                    lambda port=port: serving(http, f"http://127.0.0.1:{port}"),
+                    bool,
+                    within=60,  # type: ignore[misc]
+                )
+        yield [ApiProcess(f"http://127.0.0.1:{p}", f"ws://127.0.0.1:{p}/graphql") for p in ports]
+    finally:
+        for process in running:
+            kill_tree(process, signal.SIGTERM)
+
+
+@contextlib.asynccontextmanager
+async def running_workers(
+    settings: Settings, redis: RedisClient, workers: int = 1
+) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """`workers` worker processes and a scheduler, serving once each has shown up in Redis."""
+    running = [
+        *(spawn(settings, "worker", "--workers", "1") for _ in range(workers)),
+        spawn(settings, "scheduler"),
+    ]
+    try:
+        await wait_for_consumers(redis, settings, at_least=workers)
+        await wait_for_scheduler(redis, settings)
+        yield running
+    finally:
+        for process in running:
+            kill_tree(process, signal.SIGTERM)

@@ -13,20 +13,22 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from redis import exceptions as redis_errors
-from taskiq import AckableMessage, TaskiqEvents, TaskiqState
+from taskiq import AckableMessage, AsyncBroker, TaskiqEvents, TaskiqState
 from taskiq_redis import RedisStreamBroker
 
 from slotengine.config import Settings, get_settings, required, unsafe_secret_reason
 from slotengine.logs import configure_logging
-from slotengine.redis.connection import connection_pool
+from slotengine.redis.connection import cluster_client, connection_pool
 from slotengine.redis.keys import task_stream
 from slotengine.service.engine import close_engine, open_engine
+from workers.cluster_broker import ClusterStreamBroker
 
 log = logging.getLogger(__name__)
 
 # A message a dead worker took and never acknowledged goes to another worker after this long.
 UNACKED_REDELIVERY_MS = 30_000
 RECONNECT_PAUSE_SECONDS = 0.5
+STREAM_MAXLEN = 100_000
 
 
 class ResilientStreamBroker(RedisStreamBroker):
@@ -53,21 +55,9 @@ class ResilientStreamBroker(RedisStreamBroker):
                     await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
 
 
-def make_broker(settings: Settings) -> RedisStreamBroker:
-    """A broker on the settings' Redis; workers open the engine when they start."""
-    broker = ResilientStreamBroker(
-        url=required(settings, "redis_url"),
-        queue_name=task_stream(settings.redis_prefix),
-        consumer_group_name=f"{settings.redis_prefix}workers",
-        # A group created after tasks were sent must still see them.
-        consumer_id="0",
-        idle_timeout=UNACKED_REDELIVERY_MS,
-        xread_block=1000,
-        maxlen=100_000,
-    )
-    # Taskiq builds a pool from the URL; ours is the engine's one way to reach Redis (bounded,
-    # reconnecting). Task messages are bytes, so it answers undecoded.
-    broker.connection_pool = connection_pool(settings, decode_responses=False)
+def make_broker(settings: Settings) -> AsyncBroker:
+    """A broker on the settings' Redis (or Redis Cluster); workers open the engine when they start."""
+    broker = _stream_broker(settings)
 
     @broker.on_event(TaskiqEvents.WORKER_STARTUP)
     async def open_resources(state: TaskiqState) -> None:
@@ -85,8 +75,33 @@ def make_broker(settings: Settings) -> RedisStreamBroker:
     return broker
 
 
+def _stream_broker(settings: Settings) -> AsyncBroker:
+    if settings.redis_cluster:
+        return ClusterStreamBroker(
+            cluster_client(settings, decode_responses=False),
+            stream=task_stream(settings.redis_prefix),
+            group=f"{settings.redis_prefix}workers",
+            idle_timeout_ms=UNACKED_REDELIVERY_MS,
+            maxlen=STREAM_MAXLEN,
+        )
+    broker = ResilientStreamBroker(
+        url=required(settings, "redis_url"),
+        queue_name=task_stream(settings.redis_prefix),
+        consumer_group_name=f"{settings.redis_prefix}workers",
+        # A group created after tasks were sent must still see them.
+        consumer_id="0",
+        idle_timeout=UNACKED_REDELIVERY_MS,
+        xread_block=1000,
+        maxlen=STREAM_MAXLEN,
+    )
+    # Taskiq builds a pool from the URL; ours is the engine's one way to reach Redis (bounded,
+    # reconnecting). Task messages are bytes, so it answers undecoded.
+    broker.connection_pool = connection_pool(settings, decode_responses=False)
+    return broker
+
+
 @functools.cache
-def worker_broker() -> RedisStreamBroker:
+def worker_broker() -> AsyncBroker:
     """The broker of this worker process, from its settings, with the engine's tasks on it."""
     from workers.tasks import register_tasks
 

@@ -5,6 +5,8 @@ lost them. Several may run at once: claims are atomic.
 It does not poll: it sleeps until the earliest due time (or its next sweep or heartbeat), and
 arming a timer publishes the timer's due time on a wake-up channel it listens to, so a timer
 due sooner than that wakes it. Idle, it sends Redis a few commands a second, not a hundred.
+On a Redis Cluster it polls every CLUSTER_POLL_SECONDS instead: timers are spread over shards
+on several nodes, each with its own clock, and a cluster pipeline cannot publish wake-ups.
 """
 
 from __future__ import annotations
@@ -17,15 +19,14 @@ import signal
 import time
 
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from taskiq import TaskiqScheduler
 from taskiq.exceptions import BrokerError
 from taskiq.kicker import AsyncKicker
 
 from slotengine.config import Settings, unsafe_secret_reason
 from slotengine.logs import configure_logging
-from slotengine.redis.connection import connect
-from slotengine.redis.keys import schedule_keys, timers_armed_key
+from slotengine.redis.connection import connect, on_cluster
 from slotengine.scheduling.source import CLAIM_BATCH, DueTimeScheduleSource
 from slotengine.service.timers import REARM_TIMERS_TASK, SWEEP_TASK
 from workers.broker import make_broker
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
 REDIS_RETRY_SECONDS = 0.5
 STOP_CHECK_SECONDS = 0.25  # a sleeping scheduler notices a stop at least this often
+CLUSTER_POLL_SECONDS = 0.01
 
 
 def heartbeat_key(prefix: str) -> str:
@@ -44,23 +46,21 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Send due schedules until `stop` is set."""
     broker = make_broker(settings)
     redis = connect(settings)
-    keys = schedule_keys(settings.redis_prefix)
-    source = DueTimeScheduleSource(redis, keys)
+    source = DueTimeScheduleSource(redis, settings.redis_prefix)
     scheduler = TaskiqScheduler(broker, [source])
     await scheduler.startup()
     # Reading messages already delivered sends Redis nothing: a sleep costs no commands.
-    wakeups = redis.pubsub(ignore_subscribe_messages=True)
+    wakeups = None if on_cluster(redis) else redis.pubsub(ignore_subscribe_messages=True)
     sweep: AsyncKicker[[], int] = AsyncKicker(SWEEP_TASK, broker, {})
     rearm: AsyncKicker[[], int] = AsyncKicker(REARM_TIMERS_TASK, broker, {})
-    armed = timers_armed_key(settings.redis_prefix)
     beat_every = settings.scheduler_tick_seconds
     next_sweep = next_beat = time.monotonic()
     try:
         while not stop.is_set():
             try:
-                if not wakeups.subscribed:
+                if wakeups is not None and not wakeups.subscribed:
                     # Subscribed before due times are read: no timer armed after a read is missed.
-                    await wakeups.subscribe(keys.wake)
+                    await wakeups.subscribe(source.wake)
                 # A burst of holds lapsing together is sent at once, not one after another.
                 due = await source.get_schedules()
                 if due:
@@ -78,28 +78,39 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
                     # A Redis that lost its data lost every timer with it: have a worker set them
                     # again from PostgreSQL (the sweep alone would end those holds seconds late).
                     # Marked only once sent; several schedulers may send it, which is harmless.
-                    if not await redis.exists(armed):
+                    if not await source.all_armed():
                         await rearm.kiq()
-                        await redis.set(armed, "1")
+                        await source.mark_armed()
                     next_beat = now + beat_every
                 if len(due) >= CLAIM_BATCH:
                     continue  # more may be due already
+                if wakeups is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), CLUSTER_POLL_SECONDS)
+                    continue
                 earliest_ms, redis_now_ms = await source.earliest_due()
                 woke = time.monotonic()
                 pause = min(next_sweep, next_beat) - woke
                 if earliest_ms is not None:
                     pause = min(pause, (earliest_ms - redis_now_ms) / 1000)
                 await _sleep(wakeups, pause, stop, redis_now_ms, woke)
-            except (RedisError, BrokerError) as exc:
+            except (RedisError, BrokerError, RedisClusterException) as exc:
                 # Redis restarting or unreachable (the broker wraps its errors in BrokerError):
                 # keep trying. Timers it lost are re-armed (and swept) once it answers again.
                 # The wake-up subscription reconnects (and subscribes again) on its next read.
                 log.warning("scheduler cannot reach Redis (%s): retrying", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), REDIS_RETRY_SECONDS)
+            except Exception:
+                # redis-py's cluster client can fail inside itself while a master is down (a
+                # connection it closed, used again): the scheduler must outlive that too.
+                log.exception("scheduler failed to reach Redis: retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), REDIS_RETRY_SECONDS)
     finally:
-        with contextlib.suppress(RedisError):
-            await wakeups.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py 8.1
+        if wakeups is not None:
+            with contextlib.suppress(RedisError):
+                await wakeups.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py 8.1
         await scheduler.shutdown()
         await redis.aclose()
 

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis URL; unset runs an embedded server in data_dir"
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="SLOTENGINE_REDIS_URL names a node of a Redis Cluster: every role uses a cluster client",
+    )
     redis_prefix: str = Field(default="se:", description="prefix of every Redis key and channel")
     data_dir: Path = Field(default=Path(".slotengine"), description="embedded servers' files")
     host: str = "127.0.0.1"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,17 +13,15 @@ from starlette.applications import Starlette
 
 from slotengine.api.auth import issue_token
 from slotengine.config import Settings
-from slotengine.embedded import free_port
 from slotengine.service.engine import Engine
 from tests.conftest import TEST_JWT_SECRET
-from tests.deadlines import eventually
 from tests.e2e.browser import (  # noqa: F401 (fixtures)
     artifacts,
     browsers,
     chromium,
     chromium_executable,
 )
-from tests.processes import kill_tree, serving, spawn, wait_for_consumers, wait_for_scheduler
+from tests.processes import ApiProcess, running_apis, running_workers
 
 BOOKING_FIELDS = """
   __typename
@@ -156,36 +152,12 @@ async def gql(app: Starlette) -> AsyncIterator[GraphQL]:
 @pytest.fixture(scope="session")
 async def workers(settings: Settings, engine: Engine) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
     """A worker and a scheduler, real processes, for the rest of the session."""
-    running = [spawn(settings, "worker", "--workers", "1"), spawn(settings, "scheduler")]
-    try:
-        await wait_for_consumers(engine.redis, settings, at_least=1)
-        await wait_for_scheduler(engine.redis, settings)
+    async with running_workers(settings, engine.redis) as running:
         yield running
-    finally:
-        for process in running:
-            kill_tree(process, signal.SIGTERM)
-
-
-@dataclass(frozen=True)
-class ApiProcess:
-    base: str
-    ws: str
 
 
 @pytest.fixture(scope="session")
 async def api_processes(settings: Settings) -> AsyncIterator[list[ApiProcess]]:
     """Two `slotengine serve` processes on the suite's PostgreSQL and Redis."""
-    ports = [free_port(), free_port()]
-    running = [spawn(settings, "serve", "--port", str(port)) for port in ports]
-    try:
-        async with httpx.AsyncClient() as http:
-            for port in ports:
-                await eventually(
-                    lambda port=port: serving(http, f"http://127.0.0.1:{port}"),
-                    bool,
-                    within=60,  # type: ignore[misc]
-                )
-        yield [ApiProcess(f"http://127.0.0.1:{p}", f"ws://127.0.0.1:{p}/graphql") for p in ports]
-    finally:
-        for process in running:
-            kill_tree(process, signal.SIGTERM)
+    async with running_apis(settings, 2) as running:
+        yield running

@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 
 from slotengine.config import Settings
 from slotengine.embedded import start_redis
-from slotengine.redis.keys import schedule_keys
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.timers import expire_hold_schedule
 from tests.deadlines import eventually
@@ -95,14 +94,16 @@ async def test_timer_armed_while_scheduler_sleeps_far_ahead_is_sent_when_due(
         SLOTENGINE_SWEEP_INTERVAL_SECONDS="3600",
     )
     try:
-        source = DueTimeScheduleSource(own_redis, schedule_keys(settings.redis_prefix))
+        source = DueTimeScheduleSource(own_redis, settings.redis_prefix)
         later = datetime.now(UTC) + timedelta(hours=1)
         await source.add_schedule(expire_hold_schedule(uuid4(), 1, later))
         soon = expire_hold_schedule(uuid4(), 1, datetime.now(UTC) + timedelta(milliseconds=300))
         await source.add_schedule(soon)
         # Sent (and so forgotten) long before the hour the scheduler meant to sleep.
         await eventually(
-            lambda: own_redis.hexists(source.keys.tasks, soon.schedule_id), lambda kept: not kept, within=30
+            lambda: own_redis.hexists(source.keys_of(soon.schedule_id).tasks, soon.schedule_id),
+            lambda kept: not kept,
+            within=30,
         )
         assert await source.pending() == 1  # the far timer still waits
     finally:

@@ -152,7 +152,8 @@ class Announcements:
 
 
 async def expiry_schedules(engine: Engine) -> set[str]:
-    return {k for k in await engine.redis.hkeys(engine.timers.source.keys.tasks) if k.startswith("expire:")}
+    shards = engine.timers.source.shards
+    return {k for shard in shards for k in await engine.redis.hkeys(shard.tasks) if k.startswith("expire:")}
 
 
 async def leaked(engine: Engine, before: set[str]) -> list[str]:

@@ -75,7 +75,9 @@ async def test_an_early_expiry_task_changes_nothing_and_rearms_the_timer(engine:
 
     assert outcome is ExpiryOutcome.NOT_DUE
     assert await events_of(held.id) == ["hold"]
-    assert await engine.redis.zscore(engine.timers.source.keys.due, f"expire:{held.id}:{fence}")
+    assert await engine.redis.zscore(
+        due_key(engine, f"expire:{held.id}:{fence}"), f"expire:{held.id}:{fence}"
+    )
 
 
 async def test_granting_a_hold_sets_its_expiry_timer(engine: Engine) -> None:
@@ -84,7 +86,9 @@ async def test_granting_a_hold_sets_its_expiry_timer(engine: Engine) -> None:
     fence = await fence_of(held.id)
     assert held.expires_at is not None
 
-    due_ms = await engine.redis.zscore(engine.timers.source.keys.due, f"expire:{held.id}:{fence}")
+    due_ms = await engine.redis.zscore(
+        due_key(engine, f"expire:{held.id}:{fence}"), f"expire:{held.id}:{fence}"
+    )
 
     assert due_ms == int(held.expires_at.timestamp() * 1000)
 
@@ -123,4 +127,8 @@ async def test_a_due_schedule_is_claimed_by_exactly_one_of_many_schedulers(engin
     mine = [t for batch in claims for t in batch if t.args == [slot_id]]
     assert len(mine) == 1
     await source.post_send(mine[0])
-    assert await engine.redis.hget(source.keys.tasks, mine[0].schedule_id) is None
+    assert await engine.redis.hget(source.keys_of(mine[0].schedule_id).tasks, mine[0].schedule_id) is None
+
+
+def due_key(engine: Engine, schedule_id: str) -> str:
+    return engine.timers.source.keys_of(schedule_id).due

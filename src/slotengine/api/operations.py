@@ -7,6 +7,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 
+from redis.asyncio import RedisCluster
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slotengine import metrics
 from slotengine.api.auth import InvalidToken, caller_from_header
+from slotengine.redis.connection import RedisClient
 from slotengine.redis.keys import expiry_lateness_key
 from slotengine.service.engine import Engine
 from slotengine.store.database import connection
@@ -25,11 +27,28 @@ async def readiness(request: Request) -> Response:
     """200 when PostgreSQL and Redis both answer, else 503 naming what is down."""
     engine: Engine = request.app.state.engine
     postgres, redis = await asyncio.gather(
-        _check(connection().execute_query("SELECT 1")), _check(engine.redis.ping())
+        _check(connection().execute_query("SELECT 1")), _check(redis_ready(engine.redis))
     )
     checks = {"postgres": postgres, "redis": redis}
     healthy = all(v == "ok" for v in checks.values())
     return JSONResponse(checks, status_code=200 if healthy else 503)
+
+
+async def redis_ready(redis: RedisClient) -> None:
+    """Raise unless Redis answers: on a cluster, it reports cluster_state:ok and every primary answers."""
+    if not isinstance(redis, RedisCluster):
+        await redis.ping()
+        return
+    info = await redis.cluster_info()
+    if info.get("cluster_state") != "ok":
+        raise ClusterNotReady(f"cluster_state:{info.get('cluster_state')}")
+    # A down primary's slots are unserved even if the node asked above says ok (it has not
+    # noticed yet): ask each primary itself.
+    await redis.ping(target_nodes=RedisCluster.PRIMARIES)
+
+
+class ClusterNotReady(Exception):
+    """The Redis Cluster reports a state other than ok."""
 
 
 async def _check(probe: object) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
-
 
 def epoch_ms(moment: datetime) -> int:
     """A datetime as epoch milliseconds, the unit of every score and time the scripts keep."""
@@ -25,8 +23,3 @@ def time_reply_ms(time_reply: tuple[int | str, int | str]) -> int:
 def from_epoch_ms(moment_ms: int) -> datetime:
     """A UTC datetime from epoch milliseconds (what the scripts report as Redis' now)."""
     return datetime.fromtimestamp(int(moment_ms) / 1000, UTC)
-
-
-async def redis_now_ms(redis: Redis) -> int:
-    """Redis' current time in epoch milliseconds."""
-    return time_reply_ms(await redis.time())

@@ -5,6 +5,7 @@ All keys of one slot carry the hash tag {slot:<id>}, so each script touches one 
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 
@@ -31,43 +32,57 @@ def slot_channel(prefix: str, slot_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleKeys:
+    """One timer shard's keys; they share a hash tag, so claim_due.lua touches one cluster slot."""
+
     due: str  # sorted set: schedule id -> due time (epoch ms)
     tasks: str  # hash: schedule id -> the ScheduledTask as JSON
     claimed: str  # sorted set: schedule id -> lease deadline (epoch ms) of the scheduler sending it
-    wake: str  # pub/sub channel: the due time (epoch ms) of each timer armed, to wake schedulers
+    armed: str  # present while Redis still holds this shard's timers; gone after a restart or flush
 
     def all(self) -> list[str]:
-        """The keys claim_due.lua takes (not the wake-up channel)."""
+        """The keys claim_due.lua takes, in its order."""
         return [self.due, self.tasks, self.claimed]
 
 
-def schedule_keys(prefix: str) -> ScheduleKeys:
-    """The keys of the one-off task schedule (hold expiries, queue lapses)."""
-    tag = f"{prefix}{{schedule}}"
-    return ScheduleKeys(due=f"{tag}:due", tasks=f"{tag}:tasks", claimed=f"{tag}:claimed", wake=f"{tag}:wake")
+# On a cluster timers are spread over this many shards, each its own hash tag, so no one node
+# carries every timer; a schedule's shard follows from its id alone. One Redis has one shard.
+CLUSTER_TIMER_SHARDS = 8
 
 
-def timers_armed_key(prefix: str) -> str:
-    """Present while Redis still holds the timers it was given; gone after a restart or flush."""
-    return f"{prefix}{{schedule}}:armed"
+def schedule_keys(prefix: str, shard: int) -> ScheduleKeys:
+    """The keys of one shard of the one-off task schedule (hold expiries, queue lapses)."""
+    tag = f"{prefix}{{timers:{shard}}}"
+    return ScheduleKeys(
+        due=f"{tag}:due", tasks=f"{tag}:tasks", claimed=f"{tag}:claimed", armed=f"{tag}:armed"
+    )
+
+
+def timers_wake_channel(prefix: str) -> str:
+    """Pub/sub channel: the due time (epoch ms) of each timer armed, to wake sleeping schedulers."""
+    return f"{prefix}{{timers}}:wake"
+
+
+def schedule_shard(schedule_id: str, shards: int) -> int:
+    """The timer shard holding `schedule_id` (stable across processes: CRC32, not hash())."""
+    return zlib.crc32(schedule_id.encode()) % shards
 
 
 def task_stream(prefix: str) -> str:
-    """The Redis stream Taskiq's broker carries tasks on."""
-    return f"{prefix}tasks"
+    """The Redis stream Taskiq's broker carries tasks on (tagged: it and its group are one slot)."""
+    return f"{prefix}{{tasks}}"
 
 
 def expiry_lateness_key(prefix: str) -> str:
     """The hash holding the engine-wide expiry lateness histogram (bucket -> count, sum, count)."""
-    return f"{prefix}metrics:expiry_lateness"
+    return f"{prefix}{{metrics}}:expiry_lateness"
 
 
 def reserve_rate_key(prefix: str, holder: str) -> str:
     """The log of one holder's reserveSlot calls in the sliding rate-limit window."""
-    # ":log": the fixed window's counter had the bare name, and a different type.
-    return f"{prefix}rate:reserve:{holder}:log"
+    # Its own hash tag: a script may touch this key alone on a cluster.
+    return f"{prefix}{{rate:{holder}}}:reserve:log"
 
 
 def read_rate_key(prefix: str, client: str) -> str:
     """The log of one client's reads (a holder, or an anonymous caller's address) in the window."""
-    return f"{prefix}rate:read:{client}:log"
+    return f"{prefix}{{rate:{client}}}:read:log"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
+
+from slotengine.redis.connection import RedisClient
 
 
 class LuaScript:
@@ -20,7 +23,7 @@ class LuaScript:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         self.reloads = 0  # calls that found the script missing (restart, SCRIPT FLUSH)
 
-    async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, redis: RedisClient, keys: list[str], args: list[Any]) -> Any:
         """Run the script; a Redis that lost its script cache (restart, SCRIPT FLUSH) gets it again."""
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
@@ -30,8 +33,11 @@ class LuaScript:
             self.reloads += 1
             return await redis.eval(self.source, len(keys), *keys, *args)
 
-    async def run_many(self, redis: Redis, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run the script once per (keys, args), all in one pipelined round trip."""
+    async def run_many(self, redis: RedisClient, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the script once per (keys, args): one pipelined round trip (concurrent calls on a cluster)."""
+        if isinstance(redis, RedisCluster):
+            # A cluster pipeline refuses EVALSHA: one call per key set, each to its own node.
+            return list(await asyncio.gather(*(self(redis, keys, args) for keys, args in calls)))
         async with redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self.sha, len(keys), *keys, *args)
@@ -64,7 +70,7 @@ class ChangesApplied(NamedTuple):
     places: list[int]  # for each queue- and rank operation, in order (0 = not waiting)
 
 
-async def apply_changes(redis: Redis, keys: list[str], args: list[Any]) -> ChangesApplied:
+async def apply_changes(redis: RedisClient, keys: list[str], args: list[Any]) -> ChangesApplied:
     """Run apply_changes.lua (see its header) and read its answer."""
     answer = await apply_changes_script(redis, keys, args)
     status = answer[0]
@@ -83,7 +89,7 @@ class SlotStatus(NamedTuple):
     now_ms: int  # Redis' clock
 
 
-async def read_slot_status(redis: Redis, keys: list[str]) -> SlotStatus | None:
+async def read_slot_status(redis: RedisClient, keys: list[str]) -> SlotStatus | None:
     """The slot's counts from its mirror, or None when it is not mirrored."""
     answer = await slot_status(redis, keys, [])
     if answer[0] == "MISSING":
@@ -99,7 +105,7 @@ class QueuePlace(NamedTuple):
     place: int | None  # 1 = next in line; None when the booking is not waiting
 
 
-async def read_queue_place(redis: Redis, keys: list[str], booking_id: str) -> QueuePlace:
+async def read_queue_place(redis: RedisClient, keys: list[str], booking_id: str) -> QueuePlace:
     """Where the booking stands in its slot's mirrored queue."""
     answer = await queue_position(redis, keys, [booking_id])
     if answer[0] == "MISSING":
@@ -114,7 +120,7 @@ class Claim(NamedTuple):
     task_json: str
 
 
-async def claim_due_tasks(redis: Redis, keys: list[str], lease_ms: int, most: int) -> list[Claim]:
+async def claim_due_tasks(redis: RedisClient, keys: list[str], lease_ms: int, most: int) -> list[Claim]:
     """Claim the schedules due now (see claim_due.lua)."""
     flat: list[str] = await claim_due(redis, keys, [lease_ms, most])
     return [Claim(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
@@ -138,7 +144,7 @@ def turn_args(window_ms: int, limit: int, now_ms: int | None = None) -> list[Any
 
 
 async def take_one_turn(
-    redis: Redis, key: str, window_ms: int, limit: int, now_ms: int | None = None
+    redis: RedisClient, key: str, window_ms: int, limit: int, now_ms: int | None = None
 ) -> Turn:
     """Log one call under `key` in a sliding window (see take_turn.lua)."""
     return parse_turn(await take_turn(redis, [key], turn_args(window_ms, limit, now_ms)))
@@ -150,3 +156,4 @@ slot_status = LuaScript("slot_status")
 queue_position = LuaScript("queue_position")
 claim_due = LuaScript("claim_due")
 take_turn = LuaScript("take_turn")
+schedule_in = LuaScript("schedule_in")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from slotengine.config import Settings, required
-from slotengine.redis.connection import connect
-from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
+from slotengine.redis.connection import RedisClient, connect
+from slotengine.redis.keys import SlotKeys, slot_channel, slot_keys
+from slotengine.redis.slot_channels import SlotChannels
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.combining import Combiner
 from slotengine.service.read_gate import ReadGate
@@ -21,9 +20,10 @@ from slotengine.store.database import close_database, open_database
 class Engine:
     """Redis client and key prefix; PostgreSQL is reached through Tortoise's global pool."""
 
-    redis: Redis
+    redis: RedisClient
     prefix: str
     timers: Timers
+    slot_channels: SlotChannels
     reserve_rate_per_minute: int = 0  # per holder; 0 = no limit
     read_rate_per_minute: int = 0  # per client (holder or address); 0 = no limit
     live_bookings_per_holder: int = 0  # holds and waits at once; 0 = no cap
@@ -53,7 +53,7 @@ async def open_engine(settings: Settings) -> Engine:
 
 
 def engine_on(
-    redis: Redis,
+    redis: RedisClient,
     prefix: str,
     *,
     reserve_rate_per_minute: int = 0,
@@ -62,11 +62,12 @@ def engine_on(
     read_gate: ReadGate | None = None,
 ) -> Engine:
     """An engine over an open Redis client (the database pool is opened separately)."""
-    source = DueTimeScheduleSource(redis, schedule_keys(prefix))
+    source = DueTimeScheduleSource(redis, prefix)
     return Engine(
         redis=redis,
         prefix=prefix,
         timers=Timers(source),
+        slot_channels=SlotChannels(redis),
         reserve_rate_per_minute=reserve_rate_per_minute,
         read_rate_per_minute=read_rate_per_minute,
         live_bookings_per_holder=live_bookings_per_holder,

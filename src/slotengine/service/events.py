@@ -13,9 +13,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-
+from slotengine.redis.connection import RedisClient
+from slotengine.redis.slot_channels import SlotChannels, Subscription
 from slotengine.service.announcements import SlotAnnouncement
 from slotengine.service.ordering import VersionOrder
 
@@ -36,10 +35,10 @@ Message = SlotAnnouncement | Resync
 class EventHub:
     """One process's Redis subscriptions to slot channels, shared by all its listeners."""
 
-    def __init__(self, redis: Redis, channel_of: Any) -> None:
-        self._redis = redis
+    def __init__(self, redis: RedisClient, channel_of: Any) -> None:
+        self._slot_channels = SlotChannels(redis)
         self._channel_of = channel_of
-        self._pubsub: PubSub | None = None
+        self._pubsub: Subscription | None = None
         self._listeners: dict[str, set[asyncio.Queue[Message]]] = {}
         self._channels: dict[str, str] = {}  # channel -> slot id
         self._reader: asyncio.Task[None] | None = None
@@ -54,9 +53,9 @@ class EventHub:
         """Announcements of one slot, from the moment the subscription is confirmed."""
         queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=LISTENER_BACKLOG)
         async with self._lock:
-            if self._pubsub is None:
-                self._pubsub = self._redis.pubsub()
             channel = self._channel_of(slot_id)
+            if self._pubsub is None:
+                self._pubsub = await self._slot_channels.subscription(channel)
             if slot_id not in self._listeners:
                 self._confirmed[channel] = asyncio.Event()
                 await self._pubsub.subscribe(channel)
@@ -94,10 +93,10 @@ class EventHub:
                 if self._pubsub is not None:
                     await self._pubsub.unsubscribe(channel)
 
-    async def _read(self, pubsub: PubSub) -> None:
+    async def _read(self, pubsub: Subscription) -> None:
         while True:
             try:
-                message = await pubsub.get_message(timeout=1.0)
+                message = await pubsub.get_message(1.0)
             except Exception:
                 log.exception("slot event subscription failed; listeners will re-read")
                 self._broadcast_resync()
@@ -174,7 +173,7 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
         self._listeners.clear()
         self._channels.clear()
 

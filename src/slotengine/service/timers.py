@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from redis.asyncio.client import Pipeline
 from taskiq import ScheduledTask
 
+from slotengine.redis.connection import RedisPipeline
 from slotengine.scheduling.source import DueTimeScheduleSource
 
 EXPIRE_HOLD_TASK = "slotengine.expire_hold"
@@ -60,12 +60,12 @@ class Timers:
         await self.source.add_schedule(settle_slot_schedule(slot_id, when))
 
     async def add_all(self, schedules: list[ScheduledTask]) -> None:
-        """Set many schedules in one round trip (re-arming timers a Redis restart lost)."""
+        """Set many schedules in one round trip, one per node on a cluster (re-arming lost timers)."""
         async with self.source.redis.pipeline(transaction=False) as pipe:
             self.add_to(pipe, schedules)
             await pipe.execute()
 
-    def add_to(self, pipe: Pipeline, schedules: list[ScheduledTask]) -> None:
+    def add_to(self, pipe: RedisPipeline, schedules: list[ScheduledTask]) -> None:
         """Queue several schedules on the caller's pipeline (one round trip after a commit)."""
         for schedule in schedules:
             self.source.add_to(pipe, schedule)

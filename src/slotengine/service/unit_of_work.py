@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ from tortoise.transactions import in_transaction
 from slotengine.domain.errors import DomainError, SlotNotFound
 from slotengine.domain.states import BookingState, Event
 from slotengine.metrics import lateness_fields
+from slotengine.redis.connection import on_cluster
 from slotengine.redis.keys import expiry_lateness_key
 from slotengine.service.announcements import Change, SlotAnnouncement
 from slotengine.service.engine import Engine
@@ -251,14 +252,21 @@ async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
     if not schedules and not tx.changes:
         return
     try:
+        announcement = tx.announcement().to_json() if tx.changes else None
+        # One Redis: one round trip. A cluster pipeline splits the timers and metrics per node
+        # but refuses PUBLISH, so there the announcement goes alongside it.
+        separate = on_cluster(engine.redis)
         async with engine.redis.pipeline(transaction=False) as pipe:
             engine.timers.add_to(pipe, schedules)
-            if tx.changes:
-                pipe.publish(engine.channel(tx.slot_key), tx.announcement().to_json())
+            if announcement is not None and not separate:
+                pipe.publish(engine.channel(tx.slot_key), announcement)
             lateness_key = expiry_lateness_key(engine.prefix)
             for name, increment in lateness_fields(tx.expiry_lateness).items():
                 pipe.hincrbyfloat(lateness_key, name, increment)
-            await pipe.execute()
+            sent: list[Awaitable[Any]] = [pipe.execute()]
+            if announcement is not None and separate:
+                sent.append(engine.slot_channels.publish(engine.channel(tx.slot_key), announcement))
+            await asyncio.gather(*sent)
     except Exception:
         # Committed is committed: lazy expiry and the sweep still end these holds (later), and
         # listeners re-read state when they reconnect.
