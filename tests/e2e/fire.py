@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from slotengine.config import Settings
 from slotengine.embedded import free_port
 from slotengine.redis.keys import slot_keys
+from slotengine.service.mirror import MIRROR_GRACE
 from slotengine.store.database import create_database, migrate
 from tests.deadlines import eventually
 from tests.e2e.conftest import ADMIN, BOOKING_FIELDS
@@ -192,7 +193,7 @@ async def mirror_mismatch(db: asyncpg.Pool, redis: Redis, prefix: str, slot_id: 
     keys = slot_keys(prefix, slot_id)
     async with db.acquire() as conn, conn.transaction():
         slot = await conn.fetchrow(
-            "SELECT capacity, closed FROM slots WHERE id = $1 FOR UPDATE", uuid.UUID(slot_id)
+            "SELECT capacity, closed, version, ends_at FROM slots WHERE id = $1 FOR UPDATE", uuid.UUID(slot_id)
         )
         rows = await conn.fetch(
             "SELECT id::text, state, expires_at, queue_seq FROM bookings WHERE slot_id = $1"
@@ -207,6 +208,9 @@ async def mirror_mismatch(db: asyncpg.Pool, redis: Redis, prefix: str, slot_id: 
         "capacity": str(slot["capacity"]),
         "confirmed": str(sum(r["state"] in ("CONFIRMED", "COMPLETED") for r in rows)),
         "closed": str(int(slot["closed"])),
+        # The mirror is at the slot's version (deltas build on it) and outlives the slot by a grace.
+        "version": str(slot["version"]),
+        "drop_at": str(_epoch_ms(slot["ends_at"] + MIRROR_GRACE)),
     }
     want_holds = {r["id"]: float(_epoch_ms(r["expires_at"])) for r in rows if r["state"] == "RESERVED"}
     want_queue = {r["id"]: float(r["queue_seq"]) for r in rows if r["state"] == "PENDING"}

@@ -21,7 +21,7 @@ from slotengine.service.state_sql import MIRRORED_SQL
 log = logging.getLogger(__name__)
 
 # The mirror outlives the slot by a day, then Redis may drop it; it is rebuildable anyway.
-_MIRROR_GRACE = timedelta(days=1)
+MIRROR_GRACE = timedelta(days=1)
 
 
 async def rebuild_mirror(
@@ -73,7 +73,7 @@ def _mirror_args(
         capacity,
         settled,
         int(closed),
-        epoch_ms(ends_at + _MIRROR_GRACE),
+        epoch_ms(ends_at + MIRROR_GRACE),
         version,
         len(holds) // 2,
         *holds,
