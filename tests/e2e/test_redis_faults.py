@@ -56,6 +56,10 @@ REARMED_AFTER = timedelta(seconds=2)
 LATENESS_TARGET = timedelta(seconds=1)
 OUTAGE_SECONDS = 2.5  # at least; longer than the scheduler's sweep period (2 s)
 
+# Its setup must answer 300 reservations within the holds' 10 s, which it misses in a session
+# that measures coverage (even with this test paused): `make test` runs it in a session of its own.
+pytestmark = pytest.mark.no_cover
+
 
 @dataclass
 class Outage:
