@@ -2,19 +2,21 @@
 # One image for every engine process; docker-compose.yml picks the subcommand (serve, worker,
 # scheduler, migrate), because the entrypoint is the `slotengine` console script.
 
-# GraphiQL's scripts come from the npm registry (see src/slotengine/api/explorer.py). Node lives
-# only in this stage so the runtime image carries none of it. Without these files the page would
-# still work, but only for browsers that can reach unpkg.com.
+# GraphiQL's scripts and the board's graphql-ws client come from the npm registry (see
+# src/slotengine/api/vendor.py). Node lives only in this stage so the runtime image carries none
+# of it. Without these files GraphiQL would work only for browsers that can reach unpkg.com, and
+# the board would have no live updates.
 FROM node:20-bookworm-slim AS graphiql
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /graphiql
-# explorer.py needs only the standard library, so it runs here without the package installed.
-COPY src/slotengine/api/explorer.py ./
-# fetch_assets() rather than main(): main() downgrades a failed download to a warning, and an
-# image silently missing its assets is worse than a build that stops.
-RUN python3 -c "import explorer; explorer.fetch_assets(); assert explorer.assets_present()"
+# vendor.py needs only the standard library, so it runs here without the package installed.
+COPY src/slotengine/api/vendor.py ./
+# fetch() rather than main(): main() downgrades a failed download to a warning, and an image
+# silently missing its assets is worse than a build that stops.
+RUN python3 -c "import vendor; vendor.fetch(vendor.GRAPHIQL); vendor.fetch(vendor.BOARD); \
+assert vendor.present(vendor.GRAPHIQL) and vendor.present(vendor.BOARD)"
 
 
 FROM python:3.11-slim AS build
@@ -28,11 +30,11 @@ COPY src ./src
 COPY workers ./workers
 RUN pip install .
 # package-data does not list static/vendor, so the assets are copied into the installed package,
-# to the directory the app serves them from (explorer.VENDOR), which the check below confirms.
+# to the directory the app serves them from (vendor.VENDOR), which the check below confirms.
 COPY --from=graphiql /graphiql/static/vendor /tmp/graphiql-vendor
-RUN python -c "import shutil; from slotengine.api import explorer; \
-shutil.copytree('/tmp/graphiql-vendor', explorer.VENDOR, dirs_exist_ok=True); \
-assert explorer.assets_present()" \
+RUN python -c "import shutil; from slotengine.api import vendor; \
+shutil.copytree('/tmp/graphiql-vendor', vendor.VENDOR, dirs_exist_ok=True); \
+assert vendor.present(vendor.GRAPHIQL) and vendor.present(vendor.BOARD)" \
     && rm -rf /tmp/graphiql-vendor
 
 

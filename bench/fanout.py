@@ -58,7 +58,8 @@ async def _scenario(engine: object, port: int) -> None:
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
-        watcher = issue_token(secret, "watcher")
+        # One holder per listener: a holder's sockets are capped (SLOTENGINE_WS_MAX_SOCKETS_PER_HOLDER).
+        watchers = [issue_token(secret, f"watcher-{i}") for i in range(LISTENERS)]
         received: list[list[float]] = [[] for _ in range(LISTENERS)]
         ready = 0
         all_ready = asyncio.Event()
@@ -72,7 +73,9 @@ async def _scenario(engine: object, port: int) -> None:
                 max_queue=None,  # type: ignore[list-item]
             ) as ws:
                 await ws.send(
-                    json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {watcher}"}})
+                    json.dumps(
+                        {"type": "connection_init", "payload": {"Authorization": f"Bearer {watchers[i]}"}}
+                    )
                 )
                 await ws.recv()
                 await ws.send(

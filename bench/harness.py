@@ -70,8 +70,10 @@ async def bench_engine(*, workers: int = 0) -> AsyncIterator[tuple[Engine, Setti
             "SLOTENGINE_REDIS_URL": redis_url,
             "SLOTENGINE_REDIS_PREFIX": settings.redis_prefix,
             "SLOTENGINE_LOG_LEVEL": "warning",
+            # A local measurement, like `dev`: the development secret is allowed unless one is set.
+            "SLOTENGINE_ALLOW_DEV_SECRET": "true",
         }
-        engine = await open_engine(settings, database_url=database_url, redis_url=redis_url)
+        engine = await open_engine(settings)
         try:
             if workers:
                 for _ in range(workers):

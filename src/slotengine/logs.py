@@ -13,6 +13,26 @@ from typing import Any
 
 CONTEXT_FIELDS = ("slot_id", "booking_id", "event", "task")
 
+# A log line quotes at most this much of anything a client sent, so that logging a refusal
+# never costs a byte of log for each byte received.
+EXCERPT_CHARS = 500
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` cut to `limit` characters, ending in "…" when it was cut."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class BoundedRequestLine(logging.Filter):
+    """Cuts the path of uvicorn's access lines: a GET query string can carry a whole document."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn logs '%s - "%s %s HTTP/%s" %d' with (client, method, path and query, version, status).
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], excerpt(args[2]), args[3], args[4])
+        return True
+
 
 class JsonFormatter(logging.Formatter):
     """A record as one JSON object: time, level, logger, message, context fields, exception."""
@@ -45,3 +65,6 @@ def configure_logging(level: str, fmt: str) -> None:
         engine_log.handlers[:] = [handler]
         engine_log.setLevel(level.upper())
         engine_log.propagate = False
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, BoundedRequestLine) for f in access_log.filters):
+        access_log.addFilter(BoundedRequestLine())

@@ -16,8 +16,14 @@ from pathlib import Path
 from types import FrameType
 
 from slotengine.api.auth import issue_token
-from slotengine.config import DEV_JWT_SECRET, Settings
-from slotengine.embedded import EmbeddedServer, die_with_parent, start_postgres, start_redis
+from slotengine.config import DEV_JWT_SECRET, Settings, unsafe_secret_reason
+from slotengine.embedded import (
+    EmbeddedServer,
+    EmbeddedUnavailable,
+    die_with_parent,
+    start_postgres,
+    start_redis,
+)
 from slotengine.store.database import create_database, migrate
 
 DATABASE_NAME = "slotengine"
@@ -36,7 +42,11 @@ class Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
         try:
-            database_url, redis_url = self._servers()
+            try:
+                database_url, redis_url = self._servers()
+            except EmbeddedUnavailable as missing:
+                print(f"slotengine: {missing}", file=sys.stderr, flush=True)
+                return 1
             env = {
                 **os.environ,
                 "SLOTENGINE_DATABASE_URL": database_url,
@@ -45,6 +55,8 @@ class Supervisor:
                 "SLOTENGINE_LOG_FORMAT": os.environ.get("SLOTENGINE_LOG_FORMAT", "text"),
                 # GraphiQL's docs and completion need introspection; production leaves it off.
                 "SLOTENGINE_INTROSPECTION": os.environ.get("SLOTENGINE_INTROSPECTION", "true"),
+                # Only the processes dev runs may sign with the public development secret.
+                "SLOTENGINE_ALLOW_DEV_SECRET": "true",
             }
             self._spawn(
                 "api", ["serve", "--host", self.settings.host, "--port", str(self.settings.port)], env
@@ -73,6 +85,10 @@ class Supervisor:
             print(f"slotengine: starting embedded PostgreSQL in {self.data_dir / 'postgres'}", flush=True)
             server = start_postgres(self.data_dir / "postgres")
             self.servers.append(server)
+            if server.data_dir != (self.data_dir / "postgres").resolve():
+                print(
+                    f"slotengine: its cluster is in {server.data_dir}, which its user can reach", flush=True
+                )
             database_url = asyncio.run(create_database(server.url, DATABASE_NAME))
         if redis_url is None:
             print(f"slotengine: starting embedded Redis in {self.data_dir / 'redis'}", flush=True)
@@ -126,7 +142,11 @@ class Supervisor:
             '  In GraphiQL\'s Headers tab: {"Authorization": "Bearer <token>"}',
         ]
         if secret == DEV_JWT_SECRET:
-            lines.append("  (tokens are signed with the development secret; set SLOTENGINE_JWT_SECRET)")
+            lines.append(
+                "  (tokens are signed with the public development secret, which anyone can use to"
+                " mint an admin token: fine on your machine only; serve, worker and scheduler"
+                " refuse it, so set SLOTENGINE_JWT_SECRET anywhere else)"
+            )
         lines.append("Press Ctrl+C to stop.")
         print("\n".join(lines), flush=True)
 
@@ -149,5 +169,12 @@ class Supervisor:
 
 def run_dev(settings: Settings, data_dir: Path) -> int:
     """Run the whole engine in the foreground until SIGINT or SIGTERM."""
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        print("slotengine: dev signs tokens with the public development secret", flush=True)
+    else:
+        reason = unsafe_secret_reason(settings)
+        if reason is not None:
+            print(f"slotengine: refusing to start: {reason}", file=sys.stderr, flush=True)
+            return 2
     data_dir.mkdir(parents=True, exist_ok=True)
     return Supervisor(settings=settings, data_dir=data_dir).run()

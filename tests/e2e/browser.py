@@ -31,12 +31,15 @@ WITHIN_MS = 15_000
 
 
 class Browsers:
-    """Opens pages, each in a context of its own, and records every script error they raise."""
+    """Opens pages, each in a context of its own; records every script error they raise and every
+    URL they request."""
 
     def __init__(self, browser: Browser) -> None:
         self.browser = browser
         self.contexts: list[BrowserContext] = []
         self.errors: list[str] = []
+        # Every URL the pages asked for, WebSockets included, in order.
+        self.requested: list[str] = []
 
     async def open(self, url: str) -> Page:
         context = await self.browser.new_context(viewport={"width": 1280, "height": 900})
@@ -45,6 +48,8 @@ class Browsers:
         page = await context.new_page()
         page.on("pageerror", lambda error: self.errors.append(f"{url}: {error}"))
         page.on("console", lambda message: self._console(url, message))
+        page.on("request", lambda request: self.requested.append(request.url))
+        page.on("websocket", lambda socket: self.requested.append(socket.url))
         await page.goto(url)
         return page
 

@@ -1,6 +1,7 @@
 """The live slot board at `/`, in headless Chromium against real `slotengine serve` processes:
 two people race for one unit, the one left in line watches the queue and is told when it is
-their turn; everything on the page arrives over graphql-transport-ws."""
+their turn; everything on the page arrives from the engine, live updates over graphql-transport-ws
+through the graphql-ws package's own client."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -175,3 +177,75 @@ async def test_a_refused_token_is_forgotten_and_the_reason_shown(
     await expect(page.get_by_test_id("identity")).to_contain_text("Not signed in")
     await expect(_card(page, slot_id).get_by_test_id("reserve")).to_be_disabled()
     assert await page.evaluate("() => localStorage.getItem('slotengine.token')") is None
+
+
+async def test_the_board_loads_only_from_its_own_server_under_its_content_security_policy(
+    api_processes: list[ApiProcess], via_http: GraphQL, browsers: Browsers
+) -> None:
+    server = api_processes[0]
+    resource = f"board-origin-{uuid.uuid4().hex[:8]}"
+    slot_id = await via_http.create_slot(resource=resource)
+    policy = (await via_http.http.get("/")).headers["content-security-policy"]
+    assert "script-src 'self'" in policy, policy
+    page = await browsers.open(_board(server, resource))
+
+    await _sign_in(page, f"cy-{uuid.uuid4().hex[:6]}", slot_id)  # live: the WebSocket is open
+
+    here = urlsplit(server.base).netloc
+    elsewhere = [
+        url for url in browsers.requested if urlsplit(url).scheme != "data" and urlsplit(url).netloc != here
+    ]
+    assert elsewhere == [], elsewhere
+    # The live updates run on the graphql-ws package's browser build, served by the engine.
+    assert f"{server.base}/vendor/graphql-ws/umd/graphql-ws.min.js" in browsers.requested
+    assert server.ws in browsers.requested
+    assert await page.evaluate("() => typeof globalThis.graphqlWs.createClient") == "function"
+    assert browsers.errors == []  # a script refused by the policy is a console error
+
+
+async def test_without_its_graphql_ws_client_the_board_still_lists_and_reserves_and_says_it_is_not_live(
+    api_processes: list[ApiProcess], via_http: GraphQL, browsers: Browsers
+) -> None:
+    resource = f"board-no-client-{uuid.uuid4().hex[:8]}"
+    slot_id = await via_http.create_slot(resource=resource)
+    # As on a server installed without npm: the client's file is not there.
+    context = await browsers.browser.new_context()
+    browsers.contexts.append(context)
+    await context.route("**/vendor/graphql-ws/**", lambda route: route.fulfill(status=404))
+    page = await context.new_page()
+    await page.goto(_board(api_processes[0], resource))
+
+    await page.get_by_label("Bearer token").fill(token(f"di-{uuid.uuid4().hex[:6]}"))
+    await page.get_by_role("button", name="Use token").click()
+
+    connection = page.get_by_test_id("connection")
+    await expect(connection).to_have_attribute("data-status", "unavailable")
+    await expect(connection).to_contain_text("No live updates")
+    card = _card(page, slot_id)
+    await expect(card.get_by_test_id("slot-error")).to_contain_text("Live updates stopped")
+    await card.get_by_test_id("reserve").click()
+    await expect(card.get_by_test_id("my-booking")).to_have_attribute("data-state", "RESERVED")
+    await expect(card.locator('[data-field="held"]')).to_have_text("0")  # not live: as first listed
+
+
+async def test_more_slots_than_one_connection_may_follow_share_several_and_all_stay_live(
+    api_processes: list[ApiProcess], via_http: GraphQL, browsers: Browsers
+) -> None:
+    server = api_processes[0]
+    resource = f"board-many-{uuid.uuid4().hex[:8]}"
+    # The server allows 20 operations per connection; 25 cards need a second connection.
+    slot_ids = [
+        await via_http.create_slot(resource=resource, starts_in=timedelta(days=1, minutes=n))
+        for n in range(25)
+    ]
+    page = await browsers.open(_board(server, resource))
+    await _sign_in(page, f"eve-{uuid.uuid4().hex[:6]}", slot_ids[-1])
+
+    await expect(page.get_by_test_id("slot")).to_have_count(25)
+    assert browsers.requested.count(server.ws) == 2, browsers.requested
+    for slot_id in (slot_ids[0], slot_ids[-1]):  # one on each connection
+        await via_http.reserve(token(f"fay-{uuid.uuid4().hex[:6]}"), slot_id, "k")
+        await expect(_card(page, slot_id).locator('[data-field="held"]')).to_have_text("1")
+    # No card shows a refused subscription ("Subscription limit reached" past 20 on one socket).
+    assert [text for text in await page.get_by_test_id("slot-error").all_inner_texts() if text] == []
+    assert browsers.errors == []

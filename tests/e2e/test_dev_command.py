@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import httpx
 import psutil
 
 from slotengine.embedded import free_port
+from slotengine.root_postgres import relocated_cluster
 
 
 def processes_using(folder: Path) -> list[psutil.Process]:
@@ -39,9 +41,9 @@ async def read_banner(stream: asyncio.StreamReader) -> str:
 async def test_dev_runs_the_engine_prints_tokens_and_stops_every_child(tmp_path: Path) -> None:
     data_dir = tmp_path / "engine-data"
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("SLOTENGINE_DATABASE_URL", "SLOTENGINE_REDIS_URL")
-    }
+    # No secret set: dev alone may run on the development secret, and must say so.
+    unset = ("SLOTENGINE_DATABASE_URL", "SLOTENGINE_REDIS_URL", "SLOTENGINE_JWT_SECRET")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     dev = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -63,6 +65,7 @@ async def test_dev_runs_the_engine_prints_tokens_and_stops_every_child(tmp_path:
         user = re.search(r"user token \(alice\):\s+(\S+)", banner)
         assert graphiql and admin and user, banner
         assert graphiql.group(1) == f"http://127.0.0.1:{port}/graphql"
+        assert "public development secret" in banner
         assert processes_using(data_dir), "expected embedded servers under the data dir"
         children = psutil.Process(dev.pid).children(recursive=True)
         commands = [" ".join(c.cmdline()) for c in children]
@@ -97,6 +100,9 @@ async def test_dev_runs_the_engine_prints_tokens_and_stops_every_child(tmp_path:
         if dev.returncode is None:
             dev.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(dev.wait(), 60)
+
+        # Run as root, the cluster may live outside the data dir (src/slotengine/root_postgres.py).
+        shutil.rmtree(relocated_cluster(data_dir / "postgres"), ignore_errors=True)
 
     assert code == 0
     leftovers = await _until_gone(data_dir)

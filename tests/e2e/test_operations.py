@@ -16,13 +16,13 @@ from slotengine.config import Settings
 from slotengine.embedded import free_port
 from slotengine.logs import JsonFormatter
 from tests.deadlines import eventually
-from tests.e2e.conftest import GraphQL, token
+from tests.e2e.conftest import ADMIN, GraphQL, token
 from tests.processes import kill_tree, spawn
 from tests.tcp_proxy import TcpProxy
 
 
 async def _samples(gql: GraphQL) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = await gql.http.get("/metrics")
+    response = await gql.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {

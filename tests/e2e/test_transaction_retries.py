@@ -21,7 +21,7 @@ from slotengine.service.engine import Engine
 from slotengine.service.slot_transaction import TRANSACTION_ATTEMPTS
 from slotengine.store.database import connection
 from tests.deadlines import eventually
-from tests.e2e.conftest import BOOKING_FIELDS, GraphQL, token
+from tests.e2e.conftest import ADMIN, BOOKING_FIELDS, GraphQL, token
 
 # A fault fires on INSERT or UPDATE of a booking of its slot (only when the row's new state is
 # `only_state`, if set) until it has failed `failures` times. Its counter is a sequence because
@@ -108,7 +108,7 @@ async def fired(counter: str) -> int:
 
 
 async def retries(gql: GraphQL, sqlstate: str) -> float:
-    page = (await gql.http.get("/metrics")).text
+    page = (await gql.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"})).text
     return sum(
         s.value
         for family in text_string_to_metric_families(page)

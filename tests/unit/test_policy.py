@@ -51,12 +51,8 @@ def test_promotions_pair_queue_heads_in_order_with_free_units(free: list[int], h
     assert [h for h, _ in pairs] == heads[: len(pairs)]
 
 
-def test_a_hold_is_alive_strictly_before_its_expiry() -> None:
-    expires = policy.hold_expiry(NOW, 120)
-    assert expires == NOW + timedelta(seconds=120)
-    assert policy.hold_is_live(expires, NOW + timedelta(seconds=119))
-    assert not policy.hold_is_live(expires, expires)
-    assert not policy.hold_is_live(None, NOW)
+def test_a_hold_lasts_its_hold_seconds() -> None:
+    assert policy.hold_expiry(NOW, 120) == NOW + timedelta(seconds=120)
 
 
 def test_the_queue_lapses_when_the_slot_starts() -> None:

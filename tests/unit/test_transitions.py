@@ -19,7 +19,7 @@ from slotengine.domain.states import (
 
 S, E, R = BookingState, Event, Role
 
-# DESIGN §3, written out independently of the implementation's table.
+# The README's state machine, written out independently of the implementation's table.
 ALLOWED: dict[tuple[BookingState | None, Event], tuple[BookingState, set[Role]]] = {
     (None, E.HOLD): (S.RESERVED, {R.HOLDER}),
     (None, E.QUEUE): (S.PENDING, {R.HOLDER}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -25,8 +26,21 @@ def issue_token(secret: str, holder: str, *, admin: bool = False, ttl_seconds: i
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who a token names, and until when (Unix seconds) it may be used."""
+
+    caller: Caller
+    expires_at: float
+
+
 def read_token(secret: str, token: str) -> Caller:
     """The caller a token names, or InvalidToken saying why not."""
+    return read_credentials(secret, token).caller
+
+
+def read_credentials(secret: str, token: str) -> Credentials:
+    """The caller a token names and its expiry, or InvalidToken saying why not."""
     try:
         # `iat` is the issuer's clock: checking it against ours would refuse every fresh token on
         # a server whose clock is behind. Validity is `exp` (a token lives hours, skew minutes).
@@ -43,14 +57,23 @@ def read_token(secret: str, token: str) -> Caller:
     holder = claims.get("sub")
     if not isinstance(holder, str) or not holder or len(holder) > 200:
         raise InvalidToken("the token's subject must be a non-empty string")
-    return Caller(holder=holder, admin=claims.get("admin") is True)
+    expires_at = claims["exp"]
+    if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
+        raise InvalidToken("the token's exp must be a number")
+    return Credentials(Caller(holder=holder, admin=claims.get("admin") is True), float(expires_at))
 
 
 def caller_from_header(secret: str, authorization: str | None) -> Caller | None:
     """The caller of an `Authorization: Bearer …` header; None when there is no header."""
+    credentials = credentials_from_header(secret, authorization)
+    return None if credentials is None else credentials.caller
+
+
+def credentials_from_header(secret: str, authorization: str | None) -> Credentials | None:
+    """The credentials of an `Authorization: Bearer …` header; None when there is no header."""
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("use 'Authorization: Bearer <token>'")
-    return read_token(secret, token.strip())
+    return read_credentials(secret, token.strip())

@@ -1,7 +1,8 @@
-"""The live slot board at `/`: one static page with its script and style, served by the engine.
+"""The live slot board at `/`: one static page with its ES modules and style, served by the engine.
 
 The page talks to /graphql only (queries and mutations over HTTP, subscriptions over
-graphql-transport-ws); there is no build step and nothing is loaded from elsewhere.
+graphql-transport-ws through the graphql-ws package's browser build, which `make install` fetches
+into static/vendor: see api/vendor.py); there is no build step and nothing is loaded from elsewhere.
 """
 
 from __future__ import annotations

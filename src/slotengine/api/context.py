@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from slotengine.domain.errors import NotAuthorized
+from slotengine.service import queries
 from slotengine.service.engine import Engine
 from slotengine.service.events import EventHub
-from slotengine.service.views import Caller
+from slotengine.service.views import Caller, TransitionView
 
 
 @dataclass
@@ -20,6 +22,27 @@ class Context:
     caller: Caller | None
     # What a WebSocket client sent in connection_init (Strawberry fills it in).
     connection_params: dict[str, Any] | None = None
+    # The peer's address (from the ASGI scope): who an anonymous reader is, for the read limit.
+    client_address: str | None = None
+    # Batches the audit trails a response asks for into one query. No cache: a WebSocket keeps
+    # its context for as long as it is open, and a trail grows.
+    histories: DataLoader[str, list[TransitionView]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        engine = self.engine
+
+        async def load(booking_ids: list[str]) -> list[list[TransitionView]]:
+            async with engine.read_gate.entered():
+                return await queries.booking_histories(booking_ids)
+
+        self.histories = DataLoader(load_fn=load, cache=False)
+
+    @property
+    def reader(self) -> str:
+        """Whom a read counts against: the holder, or an anonymous caller's address."""
+        if self.caller is not None:
+            return self.caller.holder
+        return f"ip:{self.client_address or 'unknown'}"
 
     def require_caller(self) -> Caller:
         """The caller, or NotAuthorized when the request carried no token."""

@@ -68,6 +68,11 @@ class RateLimited(Error):
     retry_after_seconds: float
 
 
+@strawberry.type(description="The holder already holds or waits for as many slots as one holder may.")
+class TooManyBookings(Error):
+    limit: int
+
+
 def error_member(exc: domain.DomainError) -> Any:
     """The GraphQL member that tells the client what `exc` means."""
     match exc:
@@ -95,4 +100,6 @@ def error_member(exc: domain.DomainError) -> Any:
             return IdempotencyKeyReused(message=exc.message, idempotency_key=exc.key)
         case domain.RateLimited():
             return RateLimited(message=exc.message, retry_after_seconds=exc.retry_after_seconds)
+        case domain.TooManyBookings():
+            return TooManyBookings(message=exc.message, limit=exc.limit)
     raise TypeError(f"no GraphQL member for {exc!r}")  # pragma: no cover

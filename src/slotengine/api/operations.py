@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -11,6 +13,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slotengine import metrics
+from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.redis.keys import expiry_lateness_key
 from slotengine.service.engine import Engine
 from slotengine.store.database import connection
@@ -35,6 +38,35 @@ async def _check(probe: object) -> str:
     except Exception as exc:
         return f"down: {type(exc).__name__}"
     return "ok"
+
+
+def metrics_endpoint(jwt_secret: str, metrics_token: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """/metrics for a scraper holding `metrics_token`, or for an admin's JWT; anyone else is refused."""
+
+    async def guarded(request: Request) -> Response:
+        refusal = _metrics_refusal(request.headers.get("authorization"), jwt_secret, metrics_token)
+        return refusal or await metrics_page(request)
+
+    return guarded
+
+
+def _metrics_refusal(
+    authorization: str | None, jwt_secret: str, metrics_token: str | None
+) -> Response | None:
+    scheme, _, presented = (authorization or "").partition(" ")
+    expected = (metrics_token or "").encode()
+    if scheme.lower() == "bearer" and expected and hmac.compare_digest(presented.strip().encode(), expected):
+        return None
+    try:
+        caller = caller_from_header(jwt_secret, authorization)
+    except InvalidToken:
+        caller = None
+    if caller is not None and caller.admin:
+        return None
+    status, code = (403, "FORBIDDEN") if caller is not None else (401, "UNAUTHENTICATED")
+    message = "/metrics needs the metrics token or an admin token"
+    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    return JSONResponse(body, status_code=status, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def metrics_page(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -9,18 +10,18 @@ from typing import Annotated, Any, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
+from strawberry.types import ExecutionContext
 
 from slotengine.api import gc_policy
 from slotengine.api.context import Info
+from slotengine.api.document_budget import DocumentBudget, document_budget_rule
+from slotengine.api.document_cache import BoundedParserCache, BoundedValidationCache
 from slotengine.api.errors import (
     BookingNotFound,
     HoldExpired,
@@ -31,6 +32,7 @@ from slotengine.api.errors import (
     RateLimited,
     SlotClosed,
     SlotNotFound,
+    TooManyBookings,
     ValidationError,
     error_member,
 )
@@ -42,13 +44,21 @@ from slotengine.api.types import (
     QueuePosition,
     Slot,
     SlotBatch,
+    SlotPage,
 )
+from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
+from slotengine.logs import excerpt
 from slotengine.service import live, queries, reservations, slot_generation
+from slotengine.service.ids import parse_id
+from slotengine.service.rate_limit import admitted_read
 
 T = TypeVar("T")
+
+# Strawberry's own logger name, so operators' filters on it keep working.
+_errors_log = logging.getLogger("strawberry.execution")
 
 CreateSlotResult = Annotated[Slot | ValidationError | NotAuthorized, strawberry.union("CreateSlotResult")]
 CreateSlotsResult = Annotated[
@@ -61,11 +71,12 @@ ReserveSlotResult = Annotated[
     | IdempotencyKeyReused
     | ValidationError
     | NotAuthorized
-    | RateLimited,
+    | RateLimited
+    | TooManyBookings,
     strawberry.union("ReserveSlotResult"),
 ]
 ConfirmBookingResult = Annotated[
-    Booking | BookingNotFound | NotHolder | HoldExpired | InvalidTransition | NotAuthorized,
+    Booking | BookingNotFound | NotHolder | HoldExpired | InvalidTransition | NotAuthorized | ValidationError,
     strawberry.union("ConfirmBookingResult"),
 ]
 CancelBookingResult = Annotated[
@@ -73,7 +84,7 @@ CancelBookingResult = Annotated[
     strawberry.union("CancelBookingResult"),
 ]
 CompleteBookingResult = Annotated[
-    Booking | BookingNotFound | NotAuthorized | InvalidTransition,
+    Booking | BookingNotFound | NotAuthorized | InvalidTransition | ValidationError,
     strawberry.union("CompleteBookingResult"),
 ]
 
@@ -93,14 +104,50 @@ def _refused(refusal: DomainError) -> GraphQLError:
     return GraphQLError(refusal.message, extensions={"code": type(refusal).__name__})
 
 
+# The codes refusals carry: the names of the domain's errors.
+_REFUSAL_CODES = frozenset(
+    name
+    for name, kind in vars(domain_errors).items()
+    if isinstance(kind, type) and issubclass(kind, DomainError)
+)
+
+
+def _is_refusal(error: GraphQLError) -> bool:
+    """A domain refusal is an answer, not a failure: a flood of malformed or rate-limited reads
+    must not become a flood of log lines."""
+    return (error.extensions or {}).get("code") in _REFUSAL_CODES
+
+
+async def _read(info: Info, call: Callable[[], Awaitable[T]]) -> T:
+    """Run one read in the caller's read allowance and the readers' connection budget; a refusal
+    (malformed input, RateLimited, Busy) becomes an error coded with its name."""
+    try:
+        async with admitted_read(info.context.engine, info.context.reader):
+            return await call()
+    except DomainError as refusal:
+        raise _refused(refusal) from None
+
+
+def _id(field: str, raw: strawberry.ID) -> str:
+    """The id's one spelling; a malformed one is a ValidationError naming `field`."""
+    try:
+        return str(parse_id(field, str(raw)))
+    except DomainError as refusal:
+        raise _refused(refusal) from None
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="A slot with its live counts; null when there is no such slot.")
     async def slot(self, info: Info, id: strawberry.ID) -> Slot | None:
-        view = await queries.get_slot(info.context.engine, str(id))
+        slot_id = _id("id", id)
+        view = await _read(info, lambda: queries.get_slot(info.context.engine, slot_id))
         return Slot.of(view) if view else None
 
-    @strawberry.field(description="Slots in start order, filtered by resource and start time.")
+    @strawberry.field(
+        description="Slots in start order, filtered by resource and start time; `after` takes the "
+        "endCursor of slotPage. With onlyAvailable: open slots that have not started and have a free unit."
+    )
     async def slots(
         self,
         info: Info,
@@ -109,26 +156,33 @@ class Query:
         starts_before: datetime | None = None,
         only_available: bool = False,
         first: int = 50,
+        after: str | None = None,
     ) -> list[Slot]:
-        try:
-            views = await queries.list_slots(
-                info.context.engine,
-                resource,
-                starts_after,
-                starts_before,
-                only_available,
-                max(1, min(first, MAX_PAGE)),
-            )
-        except DomainError as refusal:
-            raise _refused(refusal) from None
-        return [Slot.of(v) for v in views]
+        page = await _slot_page(info, resource, starts_after, starts_before, only_available, first, after)
+        return page.items
+
+    @strawberry.field(
+        description="One page of slots in start order, with the cursor to the next (see slots)."
+    )
+    async def slot_page(
+        self,
+        info: Info,
+        resource: str | None = None,
+        starts_after: datetime | None = None,
+        starts_before: datetime | None = None,
+        only_available: bool = False,
+        first: int = 50,
+        after: str | None = None,
+    ) -> SlotPage:
+        return await _slot_page(info, resource, starts_after, starts_before, only_available, first, after)
 
     @strawberry.field(description="A booking of yours (any booking, for an admin).")
     async def booking(self, info: Info, id: strawberry.ID) -> Booking | None:
+        booking_id = _id("id", id)
         caller = info.context.caller
         if caller is None:
             return None
-        view = await queries.get_booking(info.context.engine, caller, str(id))
+        view = await _read(info, lambda: queries.get_booking(info.context.engine, caller, booking_id))
         return Booking.of(view) if view else None
 
     @strawberry.field(description="Your bookings, newest first.")
@@ -136,16 +190,42 @@ class Query:
         caller = info.context.caller
         if caller is None:
             return []
-        views = await queries.my_bookings(info.context.engine, caller, max(1, min(first, MAX_PAGE)))
+        size = max(1, min(first, MAX_PAGE))
+        views = await _read(info, lambda: queries.my_bookings(info.context.engine, caller, size))
         return [Booking.of(v) for v in views]
 
     @strawberry.field(description="Where a booking of yours stands in its slot's queue.")
     async def queue_position(self, info: Info, booking_id: strawberry.ID) -> QueuePosition | None:
+        canonical = _id("bookingId", booking_id)
         caller = info.context.caller
         if caller is None:
             return None
-        view = await queries.get_queue_position(info.context.engine, caller, str(booking_id))
+        view = await _read(info, lambda: queries.get_queue_position(info.context.engine, caller, canonical))
         return QueuePosition.of(view) if view else None
+
+
+async def _slot_page(
+    info: Info,
+    resource: str | None,
+    starts_after: datetime | None,
+    starts_before: datetime | None,
+    only_available: bool,
+    first: int,
+    after: str | None,
+) -> SlotPage:
+    page = await _read(
+        info,
+        lambda: queries.list_slots(
+            info.context.engine,
+            resource,
+            starts_after,
+            starts_before,
+            only_available,
+            max(1, min(first, MAX_PAGE)),
+            after,
+        ),
+    )
+    return SlotPage.of(page)
 
 
 @strawberry.type
@@ -275,17 +355,20 @@ def _is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+# Built once: the same rule class on every request keeps the validation cache's keys equal.
+DOCUMENT_BUDGET = DocumentBudget()
+_BUDGET_RULES = [document_budget_rule(DOCUMENT_BUDGET)]
+
+
 def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
-    """Parse and validation caches, the query-shape limits, error masking; introspection if asked."""
-    # Factories: each request gets fresh extension state; the parse and validation caches
-    # live at module level in Strawberry, shared by all requests.
+    """Bounded parse and validation caches, the document budget, error masking; introspection if asked."""
+    # Factories: each request gets fresh extension state; the caches and the budget's rule
+    # class live at module level, shared by all requests.
     extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: ParserCache(maxsize=1000),
-        lambda: ValidationCache(maxsize=1000),
-        # Introspection fields are exempt (GraphiQL's own query is deeper); today's types nest
-        # three levels, so this guards types that will refer to each other.
-        lambda: QueryDepthLimiter(max_depth=10),
-        lambda: MaxAliasesLimiter(max_alias_count=30),
+        BoundedParserCache,
+        BoundedValidationCache,
+        # Depth (introspection exempt), aliases, cost, fragments, directives, repeated fields: one pass.
+        lambda: AddValidationRules(_BUDGET_RULES),
         lambda: MaxTokensLimiter(max_token_count=2000),
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal error."),
     ]
@@ -294,10 +377,32 @@ def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaEx
     return extensions
 
 
+class EngineSchema(strawberry.Schema):
+    """Strawberry's schema, logging each error as a bounded excerpt rather than the whole document."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            if not _is_refusal(error):
+                _errors_log.error("%s", _error_excerpt(error), exc_info=error.original_error)
+
+
+def _error_excerpt(error: GraphQLError) -> str:
+    """The error's message, cut short, and where it is: never the document's text around it."""
+    where = ", ".join(f"{at.line}:{at.column}" for at in (error.locations or ())[:5])
+    path = ".".join(str(step) for step in (error.path or ()))
+    return (
+        excerpt(error.message)
+        + (f" (at {where})" if where else "")
+        + (f" path {excerpt(path, 200)}" if path else "")
+    )
+
+
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     """The engine's schema with its edge extensions."""
     extensions = edge_extensions(introspection=introspection)
-    return strawberry.Schema(
+    return EngineSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -1,11 +1,14 @@
-"""GraphQL object types, as DESIGN §10 names them."""
+"""GraphQL object types; their names and fields are the public contract (schema.graphql)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, time
 
 import strawberry
+from graphql import GraphQLError
 
+from slotengine.api.context import Info
+from slotengine.domain.errors import DomainError
 from slotengine.domain.recurrence import Weekday
 from slotengine.domain.states import BookingState
 from slotengine.service import queries
@@ -43,6 +46,24 @@ class Slot:
             confirmed=view.confirmed,
             queue_length=view.queue_length,
             closed=view.closed,
+        )
+
+
+@strawberry.type(description="One page of a slot listing; pass endCursor as `after` for the next page.")
+class SlotPage:
+    items: list[Slot]
+    end_cursor: str | None = strawberry.field(
+        description="Resumes after the last slot this page looked at (with onlyAvailable, past full "
+        "ones it skipped); null when the listing is empty."
+    )
+    has_next_page: bool
+
+    @classmethod
+    def of(cls, page: queries.SlotPage) -> SlotPage:
+        return cls(
+            items=[Slot.of(v) for v in page.items],
+            end_cursor=page.end_cursor,
+            has_next_page=page.has_next_page,
         )
 
 
@@ -89,9 +110,16 @@ class Booking:
     )
     created_at: datetime
 
-    @strawberry.field(description="Every transition of this booking, oldest first.")
-    async def history(self) -> list[Transition]:
-        return [Transition.of(t) for t in await queries.booking_history(str(self.id))]
+    @strawberry.field(
+        description="Every transition of this booking, oldest first; an admin's actions name the "
+        'actor "admin" to anyone but admins.'
+    )
+    async def history(self, info: Info) -> list[Transition]:
+        try:
+            trail = await info.context.histories.load(str(self.id))
+        except DomainError as refusal:
+            raise GraphQLError(refusal.message, extensions={"code": type(refusal).__name__}) from None
+        return [Transition.of(t) for t in queries.as_seen_by(trail, self.holder, info.context.caller)]
 
     @classmethod
     def of(cls, view: BookingView) -> Booking:

@@ -77,6 +77,20 @@ class IdempotencyKeyReused(DomainError):
 
 
 class RateLimited(DomainError):
+    def __init__(self, retry_after_seconds: float, what: str = "reservations") -> None:
+        super().__init__(f"too many {what}; try again in {max(1, round(retry_after_seconds))} s")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class TooManyBookings(DomainError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"you already hold or wait for {limit} slots; confirm or cancel one first")
+        self.limit = limit
+
+
+class Busy(DomainError):
+    """Every connection readers may use stayed taken for the whole wait: try again shortly."""
+
     def __init__(self, retry_after_seconds: float) -> None:
-        super().__init__(f"too many reservations; try again in {retry_after_seconds:.0f} s")
+        super().__init__("the engine is busy with other reads; try again shortly")
         self.retry_after_seconds = retry_after_seconds

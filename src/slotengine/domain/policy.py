@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
-from slotengine.domain.errors import ValidationError
+from slotengine.domain.errors import TooManyBookings, ValidationError
 
 T = TypeVar("T")
 
@@ -128,14 +128,35 @@ def free_units(capacity: int, taken: Iterable[int]) -> list[int]:
     return [unit for unit in range(1, capacity + 1) if unit not in used]
 
 
-def hold_expiry(now: datetime, hold_seconds: int) -> datetime:
-    """When a hold given at `now` dies."""
-    return now + timedelta(seconds=hold_seconds)
+def hold_expiry(now: datetime, hold_seconds: int, slot_ends_at: datetime | None = None) -> datetime:
+    """When a hold given at `now` dies: after its TTL, and never later than its slot's end.
+
+    A hold that outlived its slot could be confirmed for something already over.
+    """
+    expiry = now + timedelta(seconds=hold_seconds)
+    return expiry if slot_ends_at is None else min(expiry, slot_ends_at)
 
 
-def hold_is_live(expires_at: datetime | None, now: datetime) -> bool:
-    """A hold is alive strictly before its expiry instant."""
-    return expires_at is not None and now < expires_at
+def slot_has_ended(ends_at: datetime, now: datetime) -> bool:
+    """An ended slot's bookings can no longer change by time: nothing left to settle."""
+    return now >= ends_at
+
+
+def check_live_booking_cap(live_elsewhere: int, cap: int) -> None:
+    """Raise TooManyBookings when a holder already holds or waits for `cap` other slots (0 = no cap)."""
+    if cap > 0 and live_elsewhere >= cap:
+        raise TooManyBookings(cap)
+
+
+ADMIN_ACTOR = "admin"
+
+
+def visible_actor(actor: str, holder: str, viewer_is_admin: bool, system_actor: str) -> str:
+    """Who an audit row names to this viewer: admins see names; holders see themselves, the
+    system, and any other actor (an admin) only as "admin"."""
+    if viewer_is_admin or actor in (holder, system_actor):
+        return actor
+    return ADMIN_ACTOR
 
 
 def queue_has_lapsed(starts_at: datetime, now: datetime) -> bool:

@@ -63,5 +63,11 @@ def expiry_lateness_key(prefix: str) -> str:
 
 
 def reserve_rate_key(prefix: str, holder: str) -> str:
-    """The counter of one holder's reserveSlot calls in the current rate-limit window."""
-    return f"{prefix}rate:reserve:{holder}"
+    """The log of one holder's reserveSlot calls in the sliding rate-limit window."""
+    # ":log": the fixed window's counter had the bare name, and a different type.
+    return f"{prefix}rate:reserve:{holder}:log"
+
+
+def read_rate_key(prefix: str, client: str) -> str:
+    """The log of one client's reads (a holder, or an anonymous caller's address) in the window."""
+    return f"{prefix}rate:read:{client}:log"

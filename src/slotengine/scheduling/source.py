@@ -74,13 +74,6 @@ class DueTimeScheduleSource(ScheduleSource):
         """The task is on the broker's stream: forget the schedule."""
         await self.delete_schedule(task.schedule_id)
 
-    async def next_due_in(self) -> float | None:
-        """Seconds until the earliest schedule is due (0 when overdue), None when none is."""
-        earliest_ms, now_ms = await self.earliest_due()
-        if earliest_ms is None:
-            return None
-        return max(0.0, (earliest_ms - now_ms) / 1000)
-
     async def earliest_due(self) -> tuple[int | None, int]:
         """(When the next schedule or lapsed claim is due, Redis' now), both epoch ms, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:

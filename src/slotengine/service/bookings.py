@@ -5,18 +5,30 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from slotengine.domain.errors import BookingNotFound
+from slotengine.domain import policy
 from slotengine.domain.states import BookingState
 from slotengine.service.views import BookingView
 from slotengine.store.database import connection
 
+# Holds and waits: what a holder has claimed and not yet settled (a confirmed booking is settled).
+_CLAIMING = (BookingState.PENDING, BookingState.RESERVED)
 
-def parse_booking_id(raw: str) -> UUID:
-    """A booking id from the API; one that cannot exist reads as not found."""
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise BookingNotFound(raw) from None
+
+async def check_live_booking_cap(holder: str, slot_id: UUID, cap: int) -> None:
+    """TooManyBookings when `holder` already holds or waits for `cap` slots besides `slot_id`.
+
+    One query on a partial index, outside any slot lock: concurrent reserves of one holder may
+    each pass it, so the cap can be overshot by the requests that holder has in flight at once.
+    """
+    if cap <= 0:
+        return
+    rows = await connection().execute_query_dict(
+        "SELECT count(*) AS n FROM bookings WHERE holder = $1 AND slot_id <> $2"
+        f" AND state IN ('{_CLAIMING[0]}', '{_CLAIMING[1]}')"
+        f" AND (state <> '{BookingState.RESERVED}' OR expires_at > now())",
+        [holder, slot_id],
+    )
+    policy.check_live_booking_cap(int(rows[0]["n"]), cap)
 
 
 async def load_booking_row(booking_id: UUID) -> dict[str, Any] | None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
-from slotengine.config import Settings
-from slotengine.redis.connection import reconnecting
+from slotengine.config import Settings, required
+from slotengine.redis.connection import connect
 from slotengine.redis.keys import SlotKeys, schedule_keys, slot_channel, slot_keys
 from slotengine.scheduling.source import DueTimeScheduleSource
+from slotengine.service.read_gate import ReadGate
 from slotengine.service.timers import Timers
 from slotengine.store.database import close_database, open_database
 
@@ -22,6 +23,9 @@ class Engine:
     prefix: str
     timers: Timers
     reserve_rate_per_minute: int = 0  # per holder; 0 = no limit
+    read_rate_per_minute: int = 0  # per client (holder or address); 0 = no limit
+    live_bookings_per_holder: int = 0  # holds and waits at once; 0 = no cap
+    read_gate: ReadGate = field(default_factory=lambda: ReadGate(connections=5, wait_seconds=2.0))
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)
@@ -30,26 +34,39 @@ class Engine:
         return slot_channel(self.prefix, slot_id)
 
 
-async def open_engine(settings: Settings, *, database_url: str, redis_url: str) -> Engine:
-    """Open the database pool and a Redis client for this process."""
-    await open_database(database_url, settings.db_pool_size)
-    # A burst of requests waits for a free connection instead of failing once the pool is in use.
-    pool = BlockingConnectionPool.from_url(
-        redis_url,
-        decode_responses=True,
-        max_connections=settings.redis_pool_size,
-        timeout=10,
-        retry=reconnecting(),
+async def open_engine(settings: Settings) -> Engine:
+    """Open the database pool and a Redis client for this process (both URLs must be set)."""
+    redis = connect(settings)
+    await open_database(required(settings, "database_url"), settings.db_pool_size)
+    return engine_on(
+        redis,
+        settings.redis_prefix,
+        reserve_rate_per_minute=settings.reserve_rate_per_minute,
+        read_rate_per_minute=settings.read_rate_per_minute,
+        live_bookings_per_holder=settings.live_bookings_per_holder,
+        read_gate=ReadGate(settings.read_db_connections, settings.read_wait_seconds),
     )
-    redis = Redis.from_pool(pool)
-    return engine_on(redis, settings.redis_prefix, reserve_rate_per_minute=settings.reserve_rate_per_minute)
 
 
-def engine_on(redis: Redis, prefix: str, *, reserve_rate_per_minute: int = 0) -> Engine:
+def engine_on(
+    redis: Redis,
+    prefix: str,
+    *,
+    reserve_rate_per_minute: int = 0,
+    read_rate_per_minute: int = 0,
+    live_bookings_per_holder: int = 0,
+    read_gate: ReadGate | None = None,
+) -> Engine:
     """An engine over an open Redis client (the database pool is opened separately)."""
     source = DueTimeScheduleSource(redis, schedule_keys(prefix))
     return Engine(
-        redis=redis, prefix=prefix, timers=Timers(source), reserve_rate_per_minute=reserve_rate_per_minute
+        redis=redis,
+        prefix=prefix,
+        timers=Timers(source),
+        reserve_rate_per_minute=reserve_rate_per_minute,
+        read_rate_per_minute=read_rate_per_minute,
+        live_bookings_per_holder=live_bookings_per_holder,
+        read_gate=read_gate or ReadGate(connections=5, wait_seconds=2.0),
     )
 
 

@@ -90,11 +90,6 @@ class EventHub:
         self._order: dict[str, VersionOrder[SlotAnnouncement]] = {}  # slot id -> release order
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
 
-    @property
-    def watched_slots(self) -> int:
-        """How many slots this process is subscribed to (one Redis subscription each)."""
-        return len(self._listeners)
-
     @contextlib.asynccontextmanager
     async def listen(self, slot_id: str) -> AsyncIterator[asyncio.Queue[Message]]:
         """Announcements of one slot, from the moment the subscription is confirmed."""

@@ -20,6 +20,7 @@ from slotengine.domain.states import FINAL_STATES, BookingState
 from slotengine.service import queries
 from slotengine.service.engine import Engine
 from slotengine.service.events import EventHub, Message, SlotAnnouncement
+from slotengine.service.ids import parse_id
 from slotengine.service.views import BookingView, Caller, QueuePositionView, SlotView
 from slotengine.store.database import connection
 
@@ -87,7 +88,9 @@ def apply_to_slot(view: SlotView, announcement: SlotAnnouncement) -> SlotView:
 
 async def watch_slot(engine: Engine, hub: EventHub, slot_id: str) -> AsyncIterator[SlotView]:
     """The slot now, then after every committed change to its bookings, in order."""
-    slot_uuid = _slot_uuid(slot_id)
+    # The hub names the channel after the id: any other spelling of it would hear nothing.
+    slot_uuid = parse_id("slotId", slot_id)
+    slot_id = str(slot_uuid)
     await queries.get_slot(engine, slot_id)  # settles lapsed holds before the first snapshot
     async with hub.listen(slot_id) as inbox:
         snapshot = await _slot_snapshot(slot_uuid)
@@ -118,13 +121,6 @@ def _needs_resync(message: Message, version: int) -> bool:
     return not (isinstance(message, SlotAnnouncement) and message.version <= version)
 
 
-def _slot_uuid(slot_id: str) -> UUID:
-    try:
-        return UUID(slot_id)
-    except ValueError:
-        raise SlotNotFound(slot_id) from None
-
-
 # ---- bookings and queue positions ---------------------------------------------------------
 
 
@@ -136,10 +132,7 @@ class _BookingState:
 
 
 async def _booking_snapshot(caller: Caller, booking_id: str) -> _BookingState:
-    try:
-        booking_uuid = UUID(booking_id)
-    except ValueError:
-        raise BookingNotFound(booking_id) from None
+    booking_uuid = parse_id("bookingId", booking_id)
     row = await _one(
         "SELECT b.id, b.slot_id, b.holder, b.state, b.expires_at, b.created_at, s.version,"
         " s.capacity,"
@@ -191,6 +184,7 @@ async def _follow(
     engine: Engine, hub: EventHub, caller: Caller, booking_id: str
 ) -> AsyncIterator[_BookingState]:
     """The booking now, then after every announcement of its slot, until it is final."""
+    booking_id = str(parse_id("bookingId", booking_id))
     first = await queries.get_booking(engine, caller, booking_id)  # settles lapsed holds
     if first is None:
         raise BookingNotFound(booking_id)

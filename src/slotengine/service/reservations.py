@@ -19,14 +19,14 @@ from slotengine.domain.errors import (
     NotAuthorized,
     NotHolder,
     SlotClosed,
-    ValidationError,
 )
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.metrics import RESERVATIONS
 from slotengine.redis import scripts
 from slotengine.redis.clock import epoch_ms
-from slotengine.service.bookings import booking_view, load_booking_row, parse_booking_id
+from slotengine.service.bookings import booking_view, check_live_booking_cap, load_booking_row
 from slotengine.service.engine import Engine
+from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import take_reserve_turn
 from slotengine.service.slot_transaction import (
     Change,
@@ -40,14 +40,6 @@ from slotengine.store.database import connection
 log = logging.getLogger(__name__)
 
 _BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at"
-
-
-def parse_slot_id(raw: str) -> UUID:
-    """A slot id from the API, or ValidationError when it cannot be one."""
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise ValidationError("slotId", f"{raw!r} is not a slot id") from None
 
 
 async def reserve_slot(engine: Engine, caller: Caller, slot_id: str, key: str) -> BookingView:
@@ -67,11 +59,12 @@ async def reserve_slot(engine: Engine, caller: Caller, slot_id: str, key: str) -
 async def _reserve_once(engine: Engine, caller: Caller, slot_id: str, key: str) -> tuple[BookingView, bool]:
     await take_reserve_turn(engine, caller.holder)
     policy.validate_idempotency_key(key)
-    slot_uuid = parse_slot_id(slot_id)
+    slot_uuid = parse_id("slotId", slot_id)
     for _ in range(3):
         replay = await _replay(engine, caller, slot_uuid, key)
         if replay is not None:
             return replay, True
+        await check_live_booking_cap(caller.holder, slot_uuid, engine.live_bookings_per_holder)
         try:
             return await _reserve(engine, caller, slot_uuid, key), False
         except IntegrityError as exc:
@@ -161,7 +154,7 @@ async def _admit(
     event = Event.HOLD if holds else Event.QUEUE
     state = transition(None, event, Role.HOLDER)
     unit = policy.free_units(tx.capacity, tx.taken)[0] if holds else None
-    expires_at = policy.hold_expiry(tx.now, tx.hold_seconds) if holds else None
+    expires_at = policy.hold_expiry(tx.now, tx.hold_seconds, tx.ends_at) if holds else None
     booking_id = uuid.uuid4()
     row = await tx.fetch_one(
         # Only a hold takes a fence: the UPDATE matches no row when $8 is false.
@@ -336,7 +329,7 @@ async def _apply(
 
 async def _accessible_booking(caller: Caller, booking_id: str) -> dict[str, Any]:
     """The booking row if the caller may act on it; someone else's reads as not found."""
-    row = await load_booking_row(parse_booking_id(booking_id))
+    row = await load_booking_row(parse_id("bookingId", booking_id))
     if row is None or (row["holder"] != caller.holder and not caller.admin):
         raise BookingNotFound(booking_id)
     return row

@@ -197,7 +197,7 @@ class SlotTransaction:
             self.slot_id,
             len(free),
         )
-        expires_at = policy.hold_expiry(self.now, self.hold_seconds)
+        expires_at = policy.hold_expiry(self.now, self.hold_seconds, self.ends_at)
         for booking_id, unit in policy.promotions(free, [r["id"] for r in heads]):
             row = await self.fetch_one(
                 "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"

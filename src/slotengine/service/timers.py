@@ -50,9 +50,6 @@ class Timers:
     def __init__(self, source: DueTimeScheduleSource) -> None:
         self.source = source
 
-    async def expire_hold_at(self, booking_id: UUID, fence: int, expires_at: datetime) -> None:
-        await self.source.add_schedule(expire_hold_schedule(booking_id, fence, expires_at))
-
     async def expire_hold_after(
         self, booking_id: UUID, fence: int, expires_at: datetime, remaining: timedelta
     ) -> None:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 
 MODELS = ["slotengine.store.models"]
 # Any fixed number works; it only has to be the same in every process that migrates.
@@ -67,16 +68,28 @@ async def migrate(url: str) -> list[str]:
     return applied_now
 
 
+async def _release_as_is(connection: asyncpg.Connection) -> None:
+    """Hand a connection back to the pool without asyncpg's reset query.
+
+    asyncpg still rolls back an open transaction first. The reset query (unlock advisory locks,
+    close cursors, unlisten, RESET ALL) would cost a round trip per query for session state the
+    engine never leaves on a pooled connection: migrations lock on a connection of their own.
+    """
+
+
 async def open_database(url: str, pool_size: int = 20) -> None:
     """Start Tortoise's pool for this process (global, so every task and request sees it)."""
     parts = urlsplit(url)
-    query = f"maxsize={pool_size}&minsize=1"
-    db_url = urlunsplit(parts._replace(query=query))
+    db_url = urlunsplit(parts._replace(query=f"maxsize={pool_size}&minsize=1"))
+    default = expand_db_url(db_url)
+    default["credentials"]["reset"] = _release_as_is
     await Tortoise.init(
-        db_url=db_url,
-        modules={"models": MODELS},
-        use_tz=True,
-        timezone="UTC",
+        config={
+            "connections": {"default": default},
+            "apps": {"models": {"models": MODELS, "default_connection": "default"}},
+            "use_tz": True,
+            "timezone": "UTC",
+        },
         _enable_global_fallback=True,
     )
 

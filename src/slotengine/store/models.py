@@ -22,23 +22,6 @@ class Slot(Model):
         table = "slots"
 
 
-class Booking(Model):
-    id = fields.UUIDField(primary_key=True)
-    slot_id = fields.UUIDField()
-    holder = fields.TextField()
-    state = fields.CharField(max_length=16)
-    unit = fields.IntField(null=True)
-    fence = fields.BigIntField(null=True)
-    queue_seq = fields.BigIntField(generated=True)
-    expires_at = fields.DatetimeField(null=True)
-    idempotency_key = fields.TextField()
-    created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
-
-    class Meta:
-        table = "bookings"
-
-
 class Transition(Model):
     id = fields.BigIntField(primary_key=True)
     booking_id = fields.UUIDField()
