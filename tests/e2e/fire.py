@@ -193,7 +193,8 @@ async def mirror_mismatch(db: asyncpg.Pool, redis: Redis, prefix: str, slot_id: 
     keys = slot_keys(prefix, slot_id)
     async with db.acquire() as conn, conn.transaction():
         slot = await conn.fetchrow(
-            "SELECT capacity, closed, version, ends_at FROM slots WHERE id = $1 FOR UPDATE", uuid.UUID(slot_id)
+            "SELECT capacity, closed, version, ends_at FROM slots WHERE id = $1 FOR UPDATE",
+            uuid.UUID(slot_id),
         )
         rows = await conn.fetch(
             "SELECT id::text, state, expires_at, queue_seq FROM bookings WHERE slot_id = $1"
