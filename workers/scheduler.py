@@ -36,6 +36,10 @@ HEARTBEAT_SECONDS = 5
 REDIS_RETRY_SECONDS = 0.5
 STOP_CHECK_SECONDS = 0.25  # a sleeping scheduler notices a stop at least this often
 CLUSTER_POLL_SECONDS = 0.01
+# After Redis was unreachable or lost its data: how long, and how finely, to poll instead of sleeping.
+RECOVERY_SECONDS = 5.0
+RECOVERY_TICK_SECONDS = 0.01
+RECOVERY_BEAT_SECONDS = 0.1
 
 
 def heartbeat_key(prefix: str) -> str:
@@ -55,6 +59,9 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     rearm: AsyncKicker[[], int] = AsyncKicker(REARM_TIMERS_TASK, broker, {})
     beat_every = settings.scheduler_tick_seconds
     next_sweep = next_beat = time.monotonic()
+    # After Redis failed us, poll at a fine tick until then: wake-ups published while the
+    # subscription was down (timers re-armed from PostgreSQL into a restarted Redis) are lost.
+    recovering_until = 0.0
     try:
         while not stop.is_set():
             try:
@@ -81,7 +88,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
                     if not await source.all_armed():
                         await rearm.kiq()
                         await source.mark_armed()
-                    next_beat = now + beat_every
+                    next_beat = now + (beat_every if now >= recovering_until else RECOVERY_BEAT_SECONDS)
                 if len(due) >= CLAIM_BATCH:
                     continue  # more may be due already
                 if wakeups is None:
@@ -93,12 +100,16 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
                 pause = min(next_sweep, next_beat) - woke
                 if earliest_ms is not None:
                     pause = min(pause, (earliest_ms - redis_now_ms) / 1000)
+                if woke < recovering_until:
+                    pause = min(pause, RECOVERY_TICK_SECONDS)
                 await _sleep(wakeups, pause, stop, redis_now_ms, woke)
             except (RedisError, BrokerError, RedisClusterException) as exc:
                 # Redis restarting or unreachable (the broker wraps its errors in BrokerError):
                 # keep trying. Timers it lost are re-armed (and swept) once it answers again.
                 # The wake-up subscription reconnects (and subscribes again) on its next read.
                 log.warning("scheduler cannot reach Redis (%s): retrying", exc)
+                recovering_until = time.monotonic() + RECOVERY_SECONDS
+                next_beat = 0.0  # check at once, when it answers, whether it lost the timers
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), REDIS_RETRY_SECONDS)
             except Exception:
