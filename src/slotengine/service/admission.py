@@ -212,7 +212,10 @@ async def _insert(
         " audit AS ("
         "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
         "  SELECT b.id, NULL, b.state, e.event, b.holder, b.fence"
-        "  FROM booking b JOIN unnest($4::uuid[], $11::text[]) AS e (id, event) ON e.id = b.id),"
+        "  FROM booking b JOIN unnest($4::uuid[], $11::text[]) AS e (id, event) ON e.id = b.id"
+        # In admission order (queue_seq follows it): a merge join would otherwise write a big
+        # batch's audit rows in booking-id order, and the trail would not replay.
+        "  ORDER BY b.queue_seq),"
         " idempotency AS ("
         "  INSERT INTO idempotency_keys (holder, key, slot_id, booking_id)"
         "  SELECT holder, key, $1, booking_id"
