@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from tortoise.exceptions import IntegrityError
 
 from slotengine.domain import policy
@@ -24,7 +25,7 @@ from slotengine.service.bookings import BOOKING_COLUMNS
 from slotengine.service.engine import Engine
 from slotengine.service.rate_limit import take_reserve_turns
 from slotengine.service.retries import retry_conflicts
-from slotengine.service.settlement import settle
+from slotengine.service.settlement import settle, settled_already, snapshot_columns
 from slotengine.service.state_sql import LIVE_SQL
 from slotengine.service.unit_of_work import SlotTransaction, slot_transaction
 
@@ -68,7 +69,7 @@ async def _reserve_allowed(
     for _ in range(3):
         try:
             return await _reserve_batch(engine, slot_id, requests)
-        except IntegrityError as exc:
+        except (IntegrityError, asyncpg.UniqueViolationError) as exc:
             # A concurrent request with the same key on another slot committed first: the
             # lookup now finds it. Any other integrity error is a bug and must surface.
             if "idempotency_keys_pkey" not in str(exc):
@@ -92,8 +93,11 @@ class _Admission:
 @retry_conflicts
 async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[Outcome]:
     async with slot_transaction(engine, slot_id) as tx:
-        await settle(tx)
-        by_key, live = await _known(tx, requests)
+        # The common case (nothing due) costs one statement: the lookup reads the snapshot too.
+        by_key, live, (taken, hold_due) = await _known(tx, requests)
+        if not settled_already(tx, taken, hold_due):
+            await settle(tx)
+            by_key, live, _ = await _known(tx, requests)
         refusal = policy.accepts_reservations(tx.closed, tx.starts_at, tx.now)
         admitted: dict[str, _Admission] = {}  # holder -> new booking
         new_keys: list[tuple[str, str, UUID]] = []  # (holder, key, booking) for a known booking
@@ -165,27 +169,35 @@ def _admit_one(tx: SlotTransaction, request: ReserveRequest, holds_before: int) 
 
 async def _known(
     tx: SlotTransaction, requests: Sequence[ReserveRequest]
-) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Bookings already made for these (holder, key) pairs, and these holders' live bookings here."""
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, dict[str, Any]], tuple[list[int], bool]]:
+    """Bookings already made for these (holder, key) pairs, these holders' live bookings here, and
+    the slot's snapshot (taken units, whether a hold is due) for settled_already()."""
     holders = [r.holder for r in requests]
+    # One row at least (the snapshot), then one per booking found.
     rows = await tx.fetch(
-        f"SELECT i.key AS found_key, i.slot_id AS key_slot, {_prefixed('b')}"
+        f"SELECT {snapshot_columns('$3')}, known.* FROM (SELECT 1) AS one LEFT JOIN ("
+        f" SELECT i.key AS found_key, i.slot_id AS key_slot, {_prefixed('b')}"
         " FROM idempotency_keys i JOIN bookings b ON b.id = i.booking_id"
         " WHERE (i.holder, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
         f" UNION ALL SELECT NULL, NULL, {_prefixed('b')} FROM bookings b"
-        f" WHERE b.slot_id = $3 AND b.holder = ANY($1::text[]) AND b.state IN {LIVE_SQL}",
+        f" WHERE b.slot_id = $3 AND b.holder = ANY($1::text[]) AND b.state IN {LIVE_SQL}"
+        ") AS known ON true",
         holders,
         [r.key for r in requests],
         tx.slot_id,
     )
+    snapshot = (list(rows[0]["taken"]), bool(rows[0]["hold_due"]))
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
     live: dict[str, dict[str, Any]] = {}
-    for row in rows:
+    for found in rows:
+        if found["id"] is None:
+            continue  # the snapshot's row when nothing was found
+        row = {name: value for name, value in found.items() if name not in ("taken", "hold_due")}
         if row["found_key"] is not None:
             by_key[(row["holder"], row["found_key"])] = row
         else:
             live[row["holder"]] = row
-    return by_key, live
+    return by_key, live, snapshot
 
 
 def _prefixed(alias: str) -> str:
