@@ -210,6 +210,8 @@ async def mirror_mismatch(db: asyncpg.Pool, redis: Redis, prefix: str, slot_id: 
     }
     want_holds = {r["id"]: float(_epoch_ms(r["expires_at"])) for r in rows if r["state"] == "RESERVED"}
     want_queue = {r["id"]: float(r["queue_seq"]) for r in rows if r["state"] == "PENDING"}
+    # The mirror's own bookkeeping (its version, when Redis may drop it) is not PostgreSQL's state.
+    meta = {name: value for name, value in meta.items() if name not in ("version", "drop_at")}
     if (meta, holds, queue) == (want_meta, want_holds, want_queue):
         return None
     return (
