@@ -27,7 +27,7 @@ from slotengine.service.rate_limit import take_reserve_turns
 from slotengine.service.retries import retry_conflicts
 from slotengine.service.settlement import settle, settled_already, snapshot_columns
 from slotengine.service.state_sql import LIVE_SQL
-from slotengine.service.unit_of_work import SlotTransaction, slot_transaction
+from slotengine.service.unit_of_work import LockRead, SlotTransaction, slot_transaction
 
 _HELD = transition(None, Event.HOLD, Role.HOLDER)
 _QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
@@ -92,12 +92,15 @@ class _Admission:
 
 @retry_conflicts
 async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[Outcome]:
-    async with slot_transaction(engine, slot_id) as tx:
-        # The common case (nothing due) costs one statement: the lookup reads the snapshot too.
-        by_key, live, (taken, hold_due) = await _known(tx, requests)
+    read = LockRead(_KNOWN_SQL, ([r.holder for r in requests], [r.key for r in requests]))
+    async with slot_transaction(engine, slot_id, read=read) as tx:
+        # The common case (nothing due, nobody committed on the slot while we waited for its
+        # lock) reads everything with the lock statement.
+        rows = tx.lock_read if tx.lock_read is not None else await tx.fetch(read.sql, slot_id, *read.args)
+        by_key, live, (taken, hold_due) = _known(rows)
         if not settled_already(tx, taken, hold_due):
             await settle(tx)
-            by_key, live, _ = await _known(tx, requests)
+            by_key, live, _ = _known(await tx.fetch(read.sql, slot_id, *read.args))
         refusal = policy.accepts_reservations(tx.closed, tx.starts_at, tx.now)
         admitted: dict[str, _Admission] = {}  # holder -> new booking
         new_keys: list[tuple[str, str, UUID]] = []  # (holder, key, booking) for a known booking
@@ -135,7 +138,7 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
             admitted[request.holder] = admission
             written.add((request.holder, request.key))
             decided.append(("new", admission))
-        rows = await _insert(tx, list(admitted.values()), holds, new_keys) if admitted else {}
+        inserted = await _insert(tx, list(admitted.values()), holds, new_keys) if admitted else {}
         if new_keys and not admitted:
             await _insert_keys(tx, new_keys)
         for kind, found in decided:
@@ -147,7 +150,7 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
         if kind == "refused":
             outcomes.append(found)
         elif kind == "new":
-            row = rows[found.booking_id]
+            row = inserted[found.booking_id]
             outcomes.append(Reservation(row, tx.places.get(str(row["id"])), replayed=False))
         else:
             outcomes.append(Reservation(found, tx.places.get(str(found["id"])), replayed=kind == "replay"))
@@ -167,32 +170,18 @@ def _admit_one(tx: SlotTransaction, request: ReserveRequest, holds_before: int) 
     return _Admission(booking_id, request.holder, request.key, _HELD, unit, holds_before + 1, expires_at)
 
 
-async def _known(
-    tx: SlotTransaction, requests: Sequence[ReserveRequest]
+def _known(
+    rows: list[dict[str, Any]],
 ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, dict[str, Any]], tuple[list[int], bool]]:
-    """Bookings already made for these (holder, key) pairs, these holders' live bookings here, and
-    the slot's snapshot (taken units, whether a hold is due) for settled_already()."""
-    holders = [r.holder for r in requests]
-    # One row at least (the snapshot), then one per booking found.
-    rows = await tx.fetch(
-        f"SELECT {snapshot_columns('$3')}, known.* FROM (SELECT 1) AS one LEFT JOIN ("
-        f" SELECT i.key AS found_key, i.slot_id AS key_slot, {_prefixed('b')}"
-        " FROM idempotency_keys i JOIN bookings b ON b.id = i.booking_id"
-        " WHERE (i.holder, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-        f" UNION ALL SELECT NULL, NULL, {_prefixed('b')} FROM bookings b"
-        f" WHERE b.slot_id = $3 AND b.holder = ANY($1::text[]) AND b.state IN {LIVE_SQL}"
-        ") AS known ON true",
-        holders,
-        [r.key for r in requests],
-        tx.slot_id,
-    )
+    """From _KNOWN_SQL's rows: bookings already made for the requests' (holder, key) pairs, these
+    holders' live bookings here, and the slot's snapshot (taken units, whether a hold is due)."""
     snapshot = (list(rows[0]["taken"]), bool(rows[0]["hold_due"]))
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
     live: dict[str, dict[str, Any]] = {}
     for found in rows:
         if found["id"] is None:
             continue  # the snapshot's row when nothing was found
-        row = {name: value for name, value in found.items() if name not in ("taken", "hold_due")}
+        row = {name: found[name] for name in _KNOWN_COLUMNS}
         if row["found_key"] is not None:
             by_key[(row["holder"], row["found_key"])] = row
         else:
@@ -202,6 +191,20 @@ async def _known(
 
 def _prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{column.strip()}" for column in BOOKING_COLUMNS.split(","))
+
+
+# Bookings already made for ($2, $3) = (holders, keys) pairs, and these holders' live bookings
+# on slot $1; one row at least (the snapshot for settled_already()), then one per booking found.
+_KNOWN_SQL = (
+    f"SELECT {snapshot_columns('$1')}, known.* FROM (SELECT 1) AS one LEFT JOIN ("
+    f" SELECT i.key AS found_key, i.slot_id AS key_slot, {_prefixed('b')}"
+    " FROM idempotency_keys i JOIN bookings b ON b.id = i.booking_id"
+    " WHERE (i.holder, i.key) IN (SELECT * FROM unnest($2::text[], $3::text[]))"
+    f" UNION ALL SELECT NULL, NULL, {_prefixed('b')} FROM bookings b"
+    f" WHERE b.slot_id = $1 AND b.holder = ANY($2::text[]) AND b.state IN {LIVE_SQL}"
+    ") AS known ON true"
+)
+_KNOWN_COLUMNS = ("found_key", "key_slot", *(column.strip() for column in BOOKING_COLUMNS.split(",")))
 
 
 async def _insert(
