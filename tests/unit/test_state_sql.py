@@ -72,10 +72,10 @@ def test_sql_fragments_are_the_domain_sets() -> None:
 
 
 def test_the_boards_state_sets_are_the_domains() -> None:
-    script = (Path(str(resources.files("slotengine.api"))) / "static" / "board" / "board.js").read_text()
-    live = re.search(r"const LIVE = new Set\(\[([^\]]*)\]\)", script)
-    final = re.search(r"const FINAL = new Set\(\[([^\]]*)\]\)", script)
-    rank = re.search(r"const RANK = \{([^}]*)\}", script)
+    script = (Path(str(resources.files("slotengine.api"))) / "static" / "board" / "states.js").read_text()
+    live = re.search(r"const LIVE_STATES = new Set\(\[([^\]]*)\]\)", script)
+    final = re.search(r"const FINAL_STATES = new Set\(\[([^\]]*)\]\)", script)
+    rank = re.search(r"const STATE_RANK = Object\.freeze\(\{([^}]*)\}", script)
     assert live and final and rank
     quoted = lambda text: {BookingState(name) for name in re.findall(r'"([A-Z]+)"', text)}  # noqa: E731
     assert quoted(live.group(1)) == LIVE_STATES
