@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from tortoise.exceptions import IntegrityError
 
 from slotengine.domain import policy
@@ -24,9 +25,9 @@ from slotengine.service.bookings import BOOKING_COLUMNS
 from slotengine.service.engine import Engine
 from slotengine.service.rate_limit import take_reserve_turns
 from slotengine.service.retries import retry_conflicts
-from slotengine.service.settlement import settle
+from slotengine.service.settlement import settle, settled_already, snapshot_columns
 from slotengine.service.state_sql import LIVE_SQL
-from slotengine.service.unit_of_work import SlotTransaction, slot_transaction
+from slotengine.service.unit_of_work import LockRead, SlotTransaction, slot_transaction
 
 _HELD = transition(None, Event.HOLD, Role.HOLDER)
 _QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
@@ -68,7 +69,7 @@ async def _reserve_allowed(
     for _ in range(3):
         try:
             return await _reserve_batch(engine, slot_id, requests)
-        except IntegrityError as exc:
+        except (IntegrityError, asyncpg.UniqueViolationError) as exc:
             # A concurrent request with the same key on another slot committed first: the
             # lookup now finds it. Any other integrity error is a bug and must surface.
             if "idempotency_keys_pkey" not in str(exc):
@@ -91,9 +92,15 @@ class _Admission:
 
 @retry_conflicts
 async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[Outcome]:
-    async with slot_transaction(engine, slot_id) as tx:
-        await settle(tx)
-        by_key, live = await _known(tx, requests)
+    read = LockRead(_KNOWN_SQL, ([r.holder for r in requests], [r.key for r in requests]))
+    async with slot_transaction(engine, slot_id, read=read) as tx:
+        # The common case (nothing due, nobody committed on the slot while we waited for its
+        # lock) reads everything with the lock statement.
+        rows = tx.lock_read if tx.lock_read is not None else await tx.fetch(read.sql, slot_id, *read.args)
+        by_key, live, (taken, hold_due) = _known(rows)
+        if not settled_already(tx, taken, hold_due):
+            await settle(tx)
+            by_key, live, _ = _known(await tx.fetch(read.sql, slot_id, *read.args))
         refusal = policy.accepts_reservations(tx.closed, tx.starts_at, tx.now)
         admitted: dict[str, _Admission] = {}  # holder -> new booking
         new_keys: list[tuple[str, str, UUID]] = []  # (holder, key, booking) for a known booking
@@ -131,7 +138,7 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
             admitted[request.holder] = admission
             written.add((request.holder, request.key))
             decided.append(("new", admission))
-        rows = await _insert(tx, list(admitted.values()), holds, new_keys) if admitted else {}
+        inserted = await _insert(tx, list(admitted.values()), holds, new_keys) if admitted else {}
         if new_keys and not admitted:
             await _insert_keys(tx, new_keys)
         for kind, found in decided:
@@ -143,7 +150,7 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
         if kind == "refused":
             outcomes.append(found)
         elif kind == "new":
-            row = rows[found.booking_id]
+            row = inserted[found.booking_id]
             outcomes.append(Reservation(row, tx.places.get(str(row["id"])), replayed=False))
         else:
             outcomes.append(Reservation(found, tx.places.get(str(found["id"])), replayed=kind == "replay"))
@@ -163,33 +170,41 @@ def _admit_one(tx: SlotTransaction, request: ReserveRequest, holds_before: int) 
     return _Admission(booking_id, request.holder, request.key, _HELD, unit, holds_before + 1, expires_at)
 
 
-async def _known(
-    tx: SlotTransaction, requests: Sequence[ReserveRequest]
-) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Bookings already made for these (holder, key) pairs, and these holders' live bookings here."""
-    holders = [r.holder for r in requests]
-    rows = await tx.fetch(
-        f"SELECT i.key AS found_key, i.slot_id AS key_slot, {_prefixed('b')}"
-        " FROM idempotency_keys i JOIN bookings b ON b.id = i.booking_id"
-        " WHERE (i.holder, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-        f" UNION ALL SELECT NULL, NULL, {_prefixed('b')} FROM bookings b"
-        f" WHERE b.slot_id = $3 AND b.holder = ANY($1::text[]) AND b.state IN {LIVE_SQL}",
-        holders,
-        [r.key for r in requests],
-        tx.slot_id,
-    )
+def _known(
+    rows: list[dict[str, Any]],
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, dict[str, Any]], tuple[list[int], bool]]:
+    """From _KNOWN_SQL's rows: bookings already made for the requests' (holder, key) pairs, these
+    holders' live bookings here, and the slot's snapshot (taken units, whether a hold is due)."""
+    snapshot = (list(rows[0]["taken"]), bool(rows[0]["hold_due"]))
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
     live: dict[str, dict[str, Any]] = {}
-    for row in rows:
+    for found in rows:
+        if found["id"] is None:
+            continue  # the snapshot's row when nothing was found
+        row = {name: found[name] for name in _KNOWN_COLUMNS}
         if row["found_key"] is not None:
             by_key[(row["holder"], row["found_key"])] = row
         else:
             live[row["holder"]] = row
-    return by_key, live
+    return by_key, live, snapshot
 
 
 def _prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{column.strip()}" for column in BOOKING_COLUMNS.split(","))
+
+
+# Bookings already made for ($2, $3) = (holders, keys) pairs, and these holders' live bookings
+# on slot $1; one row at least (the snapshot for settled_already()), then one per booking found.
+_KNOWN_SQL = (
+    f"SELECT {snapshot_columns('$1')}, known.* FROM (SELECT 1) AS one LEFT JOIN ("
+    f" SELECT i.key AS found_key, i.slot_id AS key_slot, {_prefixed('b')}"
+    " FROM idempotency_keys i JOIN bookings b ON b.id = i.booking_id"
+    " WHERE (i.holder, i.key) IN (SELECT * FROM unnest($2::text[], $3::text[]))"
+    f" UNION ALL SELECT NULL, NULL, {_prefixed('b')} FROM bookings b"
+    f" WHERE b.slot_id = $1 AND b.holder = ANY($2::text[]) AND b.state IN {LIVE_SQL}"
+    ") AS known ON true"
+)
+_KNOWN_COLUMNS = ("found_key", "key_slot", *(column.strip() for column in BOOKING_COLUMNS.split(",")))
 
 
 async def _insert(
@@ -212,7 +227,10 @@ async def _insert(
         " audit AS ("
         "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
         "  SELECT b.id, NULL, b.state, e.event, b.holder, b.fence"
-        "  FROM booking b JOIN unnest($4::uuid[], $11::text[]) AS e (id, event) ON e.id = b.id),"
+        "  FROM booking b JOIN unnest($4::uuid[], $11::text[]) AS e (id, event) ON e.id = b.id"
+        # In admission order (queue_seq follows it): a merge join would otherwise write a big
+        # batch's audit rows in booking-id order, and the trail would not replay.
+        "  ORDER BY b.queue_seq),"
         " idempotency AS ("
         "  INSERT INTO idempotency_keys (holder, key, slot_id, booking_id)"
         "  SELECT holder, key, $1, booking_id"

@@ -13,6 +13,29 @@ _LAPSED_IN_QUEUE = transition(BookingState.PENDING, Event.LAPSE, Role.SYSTEM)
 _PROMOTED = transition(BookingState.PENDING, Event.PROMOTE, Role.SYSTEM)
 
 
+def snapshot_columns(slot_param: str) -> str:
+    """Columns a read after the lock can carry so that settle() may be skipped: the taken units and
+    whether a hold is due (`slot_param` is the slot id's parameter, e.g. "$3")."""
+    return (
+        f"ARRAY(SELECT unit FROM bookings WHERE slot_id = {slot_param} AND unit IS NOT NULL) AS taken,"
+        f" EXISTS (SELECT 1 FROM bookings WHERE slot_id = {slot_param} AND state = {RESERVED}"
+        "  AND expires_at <= now()) AS hold_due"
+    )
+
+
+def settled_already(tx: SlotTransaction, taken: list[int], hold_due: bool) -> bool:
+    """Take the snapshot read with snapshot_columns() when settle() would change nothing (no hold
+    due, no queue to lapse, no free unit anyone waits for); False when settle() must run."""
+    if hold_due:
+        return False
+    if tx.waiting and (
+        policy.queue_has_lapsed(tx.starts_at, tx.now) or policy.free_units(tx.capacity, taken)
+    ):
+        return False
+    tx.taken = list(taken)
+    return True
+
+
 async def settle(tx: SlotTransaction) -> None:
     """Expire lapsed holds, lapse a queue whose slot started, offer free units to the queue.
 
