@@ -85,6 +85,18 @@ async def wait_for_scheduler(redis: RedisClient, settings: Settings) -> None:
     await eventually(lambda: redis.exists(heartbeat_key(settings.redis_prefix)), bool, within=60)
 
 
+@contextlib.asynccontextmanager
+async def served(process: subprocess.Popen[bytes], port: int) -> AsyncIterator[str]:
+    """The base URL of server `process` once it answers on `port`; the process is stopped on exit."""
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            await eventually(lambda: serving(http, base), bool, within=60)
+        yield base
+    finally:
+        kill_tree(process, signal.SIGTERM)
+
+
 @dataclass(frozen=True)
 class ApiProcess:
     base: str

@@ -6,7 +6,6 @@ ratio meaningless, so it runs here once against the suite's servers.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,9 +18,8 @@ from bench.floor import PATH
 from slotengine.config import Settings
 from slotengine.embedded import free_port
 from slotengine.store.database import connection
-from tests.deadlines import eventually
 from tests.e2e.conftest import GraphQL, token
-from tests.processes import engine_env, kill_tree, serving
+from tests.processes import engine_env, served
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,13 +37,8 @@ def start_floor(settings: Settings, port: int) -> subprocess.Popen[bytes]:
 async def floor_base(settings: Settings) -> AsyncIterator[str]:
     port = free_port()
     process = start_floor(settings, port)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as http:
-            await eventually(lambda: serving(http, base), bool, within=60)
+    async with served(process, port) as base:
         yield base
-    finally:
-        kill_tree(process, signal.SIGTERM)
 
 
 async def test_floor_holds_then_queues_and_writes_the_engines_rows(gql: GraphQL, floor_base: str) -> None:

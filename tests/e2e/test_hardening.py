@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,10 +13,9 @@ from websockets.exceptions import InvalidStatus
 from slotengine.api.schema import build_schema, edge_extensions
 from slotengine.config import Settings
 from slotengine.embedded import free_port
-from tests.deadlines import eventually
 from tests.e2e.conftest import ADMIN, ApiProcess, GraphQL, token
 from tests.e2e.ws import PROTOCOL, GraphQLWebSocket
-from tests.processes import kill_tree, serving, spawn
+from tests.processes import served, spawn
 
 
 def _errors(response: httpx.Response) -> list[str]:
@@ -93,13 +91,8 @@ async def limited_api(settings: Settings) -> AsyncIterator[str]:
     """A `slotengine serve` allowing each holder three reserveSlot calls a minute."""
     port = free_port()
     process = spawn(settings, "serve", "--port", str(port), env={"SLOTENGINE_RESERVE_RATE_PER_MINUTE": "3"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as http:
-            await eventually(lambda: serving(http, base), bool, within=60)
+    async with served(process, port) as base:
         yield base
-    finally:
-        kill_tree(process, signal.SIGTERM)
 
 
 async def test_a_holder_over_the_reserve_rate_gets_rate_limited_and_others_do_not(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import signal
 from collections.abc import AsyncIterator
 
 import httpx
@@ -15,9 +14,8 @@ import pytest
 from slotengine.api import explorer
 from slotengine.config import Settings
 from slotengine.embedded import free_port
-from tests.deadlines import eventually
 from tests.e2e.conftest import ADMIN, GraphQL, token
-from tests.processes import kill_tree, serving, spawn
+from tests.processes import served, spawn
 
 METRICS_TOKEN = "scrape-9f2c1d7e4b6a8f0e2d4c6b8a"
 
@@ -27,13 +25,8 @@ async def scraped_api(settings: Settings) -> AsyncIterator[str]:
     """A `slotengine serve` with SLOTENGINE_METRICS_TOKEN set."""
     port = free_port()
     process = spawn(settings, "serve", "--port", str(port), env={"SLOTENGINE_METRICS_TOKEN": METRICS_TOKEN})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as http:
-            await eventually(lambda: serving(http, base), bool, within=60)
+    async with served(process, port) as base:
         yield base
-    finally:
-        kill_tree(process, signal.SIGTERM)
 
 
 def _wrong_tokens(right: str) -> list[str]:

@@ -50,18 +50,7 @@ async def _slot_snapshot(slot_id: UUID) -> tuple[SlotView, int] | None:
     )
     if row is None:
         return None
-    view = SlotView(
-        id=str(row["id"]),
-        resource=row["resource"],
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        capacity=row["capacity"],
-        hold_seconds=row["hold_seconds"],
-        closed=row["closed"],
-        held=row["held"],
-        confirmed=row["confirmed"],
-        queue_length=row["waiting"],
-    )
+    view = SlotView.of_row(row, int(row["waiting"]))
     return view, int(row["version"])
 
 

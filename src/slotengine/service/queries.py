@@ -93,19 +93,8 @@ async def create_slot(engine: Engine, caller: Caller, spec: policy.SlotSpec) -> 
 
 def _slot_view(row: dict[str, Any]) -> SlotView:
     started = policy.queue_has_lapsed(row["starts_at"], row["db_now"])
-    return SlotView(
-        id=str(row["id"]),
-        resource=row["resource"],
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        capacity=row["capacity"],
-        hold_seconds=row["hold_seconds"],
-        closed=row["closed"],
-        held=int(row["held"]),
-        confirmed=int(row["confirmed"]),
-        # A queue lapses when its slot starts, whether or not anyone wrote that down yet.
-        queue_length=0 if started else int(row["waiting"]),
-    )
+    # A queue lapses when its slot starts, whether or not anyone wrote that down yet.
+    return SlotView.of_row(row, 0 if started else int(row["waiting"]))
 
 
 def _slot_is_due(row: dict[str, Any]) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from slotengine.domain.states import BookingState
 
@@ -24,6 +26,22 @@ class SlotView:
     @property
     def available(self) -> int:
         return max(0, self.capacity - self.held - self.confirmed)
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any], queue_length: int) -> SlotView:
+        """A slot row with its `held` and `confirmed` counts; the caller says how many wait."""
+        return cls(
+            id=str(row["id"]),
+            resource=row["resource"],
+            starts_at=row["starts_at"],
+            ends_at=row["ends_at"],
+            capacity=row["capacity"],
+            hold_seconds=row["hold_seconds"],
+            closed=row["closed"],
+            held=int(row["held"]),
+            confirmed=int(row["confirmed"]),
+            queue_length=queue_length,
+        )
 
 
 @dataclass(frozen=True, slots=True)
