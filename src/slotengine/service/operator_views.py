@@ -37,7 +37,8 @@ HISTORY_LISTING = "slotHistory"
 # Larger than any audit row's id: the first page of a trail read newest first starts below it.
 _NEWEST = 2**63 - 1
 
-# The slot with what slot_is_due needs. Occupying bookings are exactly those with a unit, so the
+# The slot with what slot_is_due needs (a materialized CTE: counted once, not once per row of the
+# page). Occupying bookings are exactly those with a unit, so the
 # counts walk at most `capacity` index entries; the queue's length is kept on the slot's row.
 _SLOT_STATE = (
     "SELECT s.id AS slot_id, s.starts_at, s.ends_at, s.capacity, s.waiting, now() AS db_now,"
@@ -77,7 +78,8 @@ class HistoryPage:
 def _bookings_statement(filtered: bool) -> str:
     state_filter = " AND b.state = ANY($4::text[])" if filtered else ""
     return (
-        "WITH page AS ("
+        f"WITH st AS MATERIALIZED ({_SLOT_STATE}),"
+        " page AS ("
         "  SELECT b.id, b.holder, b.state, b.queue_seq, b.expires_at, b.created_at FROM bookings b"
         f"  WHERE b.slot_id = $1 AND b.queue_seq > $2{state_filter} ORDER BY b.queue_seq LIMIT $3),"
         # Waiters ahead of the page's first waiter: one count on the queue's partial index.
@@ -87,16 +89,17 @@ def _bookings_statement(filtered: bool) -> str:
         " SELECT st.*, p.id, p.holder, p.state, p.queue_seq, p.expires_at, p.created_at,"
         f"  CASE WHEN p.state = {PENDING} THEN (SELECT n FROM ahead)"
         f"   + row_number() OVER (PARTITION BY p.state = {PENDING} ORDER BY p.queue_seq) END AS position"
-        f" FROM ({_SLOT_STATE}) st LEFT JOIN page p ON true ORDER BY p.queue_seq"
+        f" FROM st LEFT JOIN page p ON true ORDER BY p.queue_seq"
     )
 
 
 def _history_statement(own_only: bool) -> str:
     holder_filter = " AND b.holder = $4" if own_only else ""
     return (
-        "SELECT st.*, h.id AS seq, h.booking_id, h.holder, h.from_state, h.to_state, h.event,"
+        f"WITH st AS MATERIALIZED ({_SLOT_STATE})"
+        " SELECT st.*, h.id AS seq, h.booking_id, h.holder, h.from_state, h.to_state, h.event,"
         "  h.actor, h.reason, h.at"
-        f" FROM ({_SLOT_STATE}) st LEFT JOIN LATERAL ("
+        " FROM st LEFT JOIN LATERAL ("
         "  SELECT t.id, t.booking_id, b.holder, t.from_state, t.to_state, t.event, t.actor, t.reason, t.at"
         "  FROM transitions t JOIN bookings b ON b.id = t.booking_id"
         f"  WHERE b.slot_id = st.slot_id AND t.id < $2{holder_filter} ORDER BY t.id DESC LIMIT $3"
