@@ -3,6 +3,7 @@ slotHistory (the slot's audit trail), cursor-paginated, for admins; refusals cod
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from slotengine.store.database import connection
 from tests.e2e.conftest import ADMIN, GraphQL, token
+from tests.e2e.test_malformed_ids import MALFORMED
 from tests.round_trips import counting_round_trips
 
 BOOKINGS = """query($s: ID!, $states: [BookingState!], $first: Int!, $after: String) {
@@ -62,7 +64,10 @@ async def history(
 
 async def refusal(gql: GraphQL, query: str, variables: dict[str, Any], as_: str | None) -> tuple[str, str]:
     """The code and message of a read's refusal; the read answers no data."""
-    response = await gql.post(query, variables, as_=as_)
+    # Sent as escaped JSON: httpx's encoder refuses lone surrogates, which a client may still send.
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {as_}"} if as_ else {})}
+    payload = json.dumps({"query": query, "variables": variables}).encode()
+    response = await gql.http.post("/graphql", content=payload, headers=headers)
     body = response.json()
     assert response.status_code == 200, response.text
     assert body["data"] is None, body
@@ -172,6 +177,17 @@ async def test_only_admins_read_a_slots_bookings_and_bad_ids_and_cursors_are_val
     assert unknown[0] == "SlotNotFound"
     assert no_states[0] == "ValidationError" and no_states[1].startswith("states: ")
     assert forged[0] == crossed[0] == "ValidationError" and forged[1].startswith("after: ")
+
+
+@pytest.mark.parametrize("query", [BOOKINGS, HISTORY], ids=["slotBookings", "slotHistory"])
+async def test_a_malformed_slot_id_is_a_validation_error_naming_slot_id_for_anyone(
+    gql: GraphQL, query: str
+) -> None:
+    for raw in MALFORMED:
+        for who in (token("ops-ids"), ADMIN):
+            code, message = await refusal(gql, query, {"s": raw, "first": 5, "after": None}, who)
+            assert code == "ValidationError" and message.startswith("slotId: "), (raw, message)
+            assert len(message) < 200, "the error does not echo a huge id back"
 
 
 async def test_the_history_is_newest_first_in_pages_and_a_holder_reads_only_their_own_rows(
