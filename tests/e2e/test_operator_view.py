@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from slotengine.service.engine import Engine
+from slotengine.service.mirror import drop_mirror
 from slotengine.store.database import connection
 from tests.e2e.conftest import ADMIN, GraphQL, token
 from tests.e2e.test_malformed_ids import MALFORMED
@@ -231,14 +233,15 @@ async def test_the_history_is_newest_first_in_pages_and_a_holder_reads_only_thei
     assert none == {"items": [], "endCursor": None, "hasNextPage": False}
 
 
-async def test_a_queue_of_ten_thousand_pages_with_every_place_right_at_a_fixed_cost_per_page(
-    gql: GraphQL, monkeypatch: pytest.MonkeyPatch
+async def test_a_queue_of_ten_thousand_pages_with_every_place_right_from_the_mirror_or_without_it(
+    gql: GraphQL, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slot_id = await gql.create_slot(capacity=1)
     await gql.reserve(token(f"ops-big-holder-{uuid.uuid4().hex[:6]}"), slot_id, "k")
     run = uuid.uuid4().hex[:6]
     # Ten thousand waiters in one statement (through reserveSlot this would take minutes), as the
-    # engine writes them: arrival sequence from the same sequence, the queue's length on the slot.
+    # engine writes them: arrival sequence from the same sequence, the queue's length and a new
+    # version on the slot (so its Redis mirror, which lacks them, is at another version).
     await connection().execute_query(
         "INSERT INTO bookings (id, slot_id, holder, state, idempotency_key)"
         " SELECT gen_random_uuid(), $1, $2 || g, 'PENDING', 'k' FROM generate_series(1, 10000) g ORDER BY g",
@@ -253,26 +256,45 @@ async def test_a_queue_of_ten_thousand_pages_with_every_place_right_at_a_fixed_c
         [uuid.UUID(slot_id)],
     )
     expected = [str(r["id"]) for r in rows]
-
-    items: list[dict[str, Any]] = []
-    cursors: list[str] = []
-    after: str | None = None
-    while True:
-        page = await bookings(gql, slot_id, states=["PENDING"], first=200, after=after)
-        items += page["items"]
-        if not page["hasNextPage"]:
-            break
-        after = page["endCursor"]
-        cursors.append(after)
     assert len(expected) == 10_000
+
+    async def walk() -> tuple[list[dict[str, Any]], list[str]]:
+        items: list[dict[str, Any]] = []
+        cursors: list[str] = []
+        after: str | None = None
+        while True:
+            page = await bookings(gql, slot_id, states=["PENDING"], first=200, after=after)
+            items += page["items"]
+            if not page["hasNextPage"]:
+                return items, cursors
+            after = page["endCursor"]
+            cursors.append(after)
+
+    # The mirror is behind this version: every place is counted in PostgreSQL.
+    items, cursors = await walk()
     assert [i["id"] for i in items] == expected
     assert [i["queuePosition"] for i in items] == list(range(1, 10_001))
 
-    # Someone 5,000th in line leaves: a page deep in the queue reads every place one nearer.
+    # Someone 5,000th in line leaves (that transaction rebuilds the mirror): every place behind
+    # is one nearer, now read from the mirror's ranks.
     await gql.cancel(ADMIN, expected[4_999])
+    del expected[4_999]
+    items, _ = await walk()
+    assert [i["id"] for i in items] == expected
+    assert [i["queuePosition"] for i in items] == list(range(1, 10_000))
+
     with counting_round_trips(monkeypatch) as trips:
-        deep = await bookings(gql, slot_id, states=["PENDING"], first=200, after=cursors[34])  # from 7,001st
-    assert [i["id"] for i in deep["items"]] == expected[7_000:7_200]
-    assert [i["queuePosition"] for i in deep["items"]] == list(range(7_000, 7_200))
-    # One PostgreSQL statement for the page and its places, one Redis call (the read allowance).
-    assert (trips.postgres, trips.redis) == (1, 1), trips.statements
+        mirrored = await bookings(gql, slot_id, states=["PENDING"], first=200, after=cursors[34])
+        from_mirror = (trips.postgres, trips.redis)
+        await drop_mirror(engine, slot_id)
+        trips.reset()
+        counted = await bookings(gql, slot_id, states=["PENDING"], first=200, after=cursors[34])
+        without_mirror = (trips.postgres, trips.redis)
+
+    for deep in (mirrored, counted):  # from the 7,001st arrival on, 7,000th in line
+        assert [i["id"] for i in deep["items"]] == expected[6_999:7_199]
+        assert [i["queuePosition"] for i in deep["items"]] == list(range(7_000, 7_200))
+    # The page in one statement; Redis: the read allowance and one rank.
+    assert from_mirror == (1, 2), trips.statements
+    # Without the mirror: the page again, counted in its own snapshot.
+    assert without_mirror == (2, 2), trips.statements

@@ -1,12 +1,14 @@
 """The operator's view of one slot: its bookings (who holds, who waits where, who confirmed) and its
 audit trail, cursor-paginated.
 
-Each page is one PostgreSQL statement, so what it shows is one snapshot: positions in the queue
-are right for that instant. Bookings are listed in arrival order (queue_seq, which never changes
-for a booking), so a page never repeats a booking nor skips one that was there all along, however
-the queue moves between pages; waiters are in FIFO order among themselves. A waiter's position is
-the count of waiters ahead of the page's first waiter (one count on the queue's index, once per
-page) plus its rank within the page (a window function): never a count per row.
+Each page is one PostgreSQL statement, so what it shows is one snapshot. Bookings are listed in
+arrival order (queue_seq, which never changes for a booking), so a page never repeats a booking
+nor skips one that was there all along, however the queue moves between pages; waiters are in
+FIFO order among themselves. A waiter's position is the number waiting ahead of the page's first
+waiter plus its rank among the page's waiters (a window function), never a count per row. The
+number ahead comes from the slot's Redis mirror (one ZRANK, flat in the queue's length) when the
+mirror is at the very version of the slot the page was read at, so the two agree; else the page is
+read again with that number counted in its own snapshot (one count on the queue's index).
 
 Like every read, a page settles its slot first when something on it is due (a lapsed hold to
 expire, a queue to promote or lapse), so an operator never sees a hold that is already dead.
@@ -22,6 +24,7 @@ from uuid import UUID
 from slotengine.domain import policy
 from slotengine.domain.errors import NotAuthorized, SlotNotFound, ValidationError
 from slotengine.domain.states import BookingState
+from slotengine.redis import scripts
 from slotengine.service import sequence_cursor
 from slotengine.service.engine import Engine
 from slotengine.service.ids import parse_id
@@ -41,7 +44,8 @@ _NEWEST = 2**63 - 1
 # page). Occupying bookings are exactly those with a unit, so the
 # counts walk at most `capacity` index entries; the queue's length is kept on the slot's row.
 _SLOT_STATE = (
-    "SELECT s.id AS slot_id, s.starts_at, s.ends_at, s.capacity, s.waiting, now() AS db_now,"
+    "SELECT s.id AS slot_id, s.starts_at, s.ends_at, s.capacity, s.waiting, s.version,"
+    " now() AS db_now,"
     f" (SELECT count(*) FILTER (WHERE u.state = {RESERVED} AND u.expires_at > now())"
     "   FROM bookings u WHERE u.slot_id = s.id AND u.unit IS NOT NULL) AS held,"
     f" (SELECT count(*) FILTER (WHERE u.state = {RESERVED} AND u.expires_at <= now())"
@@ -75,21 +79,26 @@ class HistoryPage:
     has_next_page: bool
 
 
-def _bookings_statement(filtered: bool) -> str:
+def _bookings_statement(filtered: bool, counted: bool) -> str:
+    """A page of bookings with each waiter's rank among the page's waiters; `counted` also counts
+    the waiters ahead of the page's first one, in the same snapshot."""
     state_filter = " AND b.state = ANY($4::text[])" if filtered else ""
+    ahead = (
+        # One count on the queue's partial index: as long as the page is deep in the queue.
+        f"(SELECT count(*) FROM bookings q WHERE q.slot_id = $1 AND q.state = {PENDING}"
+        f"  AND q.queue_seq < (SELECT min(w.queue_seq) FROM page w WHERE w.state = {PENDING}))"
+        if counted
+        else "NULL::bigint"
+    )
     return (
         f"WITH st AS MATERIALIZED ({_SLOT_STATE}),"
         " page AS ("
         "  SELECT b.id, b.holder, b.state, b.queue_seq, b.expires_at, b.created_at FROM bookings b"
-        f"  WHERE b.slot_id = $1 AND b.queue_seq > $2{state_filter} ORDER BY b.queue_seq LIMIT $3),"
-        # Waiters ahead of the page's first waiter: one count on the queue's partial index.
-        " ahead AS ("
-        f"  SELECT count(*) AS n FROM bookings q WHERE q.slot_id = $1 AND q.state = {PENDING}"
-        f"   AND q.queue_seq < (SELECT min(p.queue_seq) FROM page p WHERE p.state = {PENDING}))"
-        " SELECT st.*, p.id, p.holder, p.state, p.queue_seq, p.expires_at, p.created_at,"
-        f"  CASE WHEN p.state = {PENDING} THEN (SELECT n FROM ahead)"
-        f"   + row_number() OVER (PARTITION BY p.state = {PENDING} ORDER BY p.queue_seq) END AS position"
-        f" FROM st LEFT JOIN page p ON true ORDER BY p.queue_seq"
+        f"  WHERE b.slot_id = $1 AND b.queue_seq > $2{state_filter} ORDER BY b.queue_seq LIMIT $3)"
+        f" SELECT st.*, {ahead} AS ahead, p.id, p.holder, p.state, p.queue_seq, p.expires_at,"
+        f"  p.created_at, CASE WHEN p.state = {PENDING}"
+        f"   THEN row_number() OVER (PARTITION BY p.state = {PENDING} ORDER BY p.queue_seq) END AS rank"
+        " FROM st LEFT JOIN page p ON true ORDER BY p.queue_seq"
     )
 
 
@@ -140,9 +149,15 @@ async def slot_bookings(
     args: list[Any] = [slot_uuid, after_seq, first + 1]
     if states is not None:
         args.append(sorted(state.value for state in states))
-    rows = await _settled_rows(engine, slot_uuid, _bookings_statement(states is not None), args)
+    rows = await _settled_rows(engine, slot_uuid, _bookings_statement(states is not None, False), args)
+    ahead = await _mirrored_ahead(engine, rows)
+    if ahead is None:
+        # The mirror cannot say (missing, or at another version than this snapshot): the page
+        # again, with the count in its own snapshot.
+        rows = await connection().execute_query_dict(_bookings_statement(states is not None, True), args)
+        ahead = int(rows[0]["ahead"])
     page = [row for row in rows if row["id"] is not None][:first]
-    items = [booking_view_of(row) for row in page]
+    items = [booking_view_of({**row, "position": _place(ahead, row["rank"])}) for row in page]
     if states is not None:
         # A hold on an ended slot, which no read settles, reads EXPIRED: not what was asked for.
         items = [item for item in items if item.state in states]
@@ -151,6 +166,23 @@ async def slot_bookings(
         end_cursor=sequence_cursor.encode(BOOKINGS_LISTING, page[-1]["queue_seq"]) if page else after,
         has_next_page=len(rows) > first,
     )
+
+
+async def _mirrored_ahead(engine: Engine, rows: list[dict[str, Any]]) -> int | None:
+    """How many wait ahead of the page's first waiter, by the slot's Redis mirror (ZRANK: flat in
+    the queue's length) when it is at the version the page was read at; 0 when the page has no
+    waiter; None when the mirror cannot say."""
+    first_waiter = next((row for row in rows if row["rank"] == 1), None)
+    if first_waiter is None:
+        return 0
+    keys = engine.keys(str(first_waiter["slot_id"])).all()
+    return await scripts.read_queue_ahead(
+        engine.redis, keys, int(first_waiter["version"]), str(first_waiter["id"])
+    )
+
+
+def _place(ahead: int, rank: int | None) -> int | None:
+    return None if rank is None else ahead + int(rank)
 
 
 async def slot_history(
