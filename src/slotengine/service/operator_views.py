@@ -10,6 +10,11 @@ number ahead comes from the slot's Redis mirror (one ZRANK, flat in the queue's 
 mirror is at the very version of the slot the page was read at, so the two agree; else the page is
 read again with that number counted in its own snapshot (one count on the queue's index).
 
+The audit trail is read through the slot's bookings (transitions do not name their slot), so a
+page of it sorts every audit row of the slot: cheap for ordinary slots, slow for a slot of 100,000
+bookings. Writing the slot id on each audit row, with an index on (slot_id, id), would make it an
+index range scan; that touches every writer of the hot path and is left to them.
+
 Like every read, a page settles its slot first when something on it is due (a lapsed hold to
 expire, a queue to promote or lapse), so an operator never sees a hold that is already dead.
 """
