@@ -12,13 +12,14 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench import expiry, fanout, hot_slot, many_slots, queue_length, read_flood, reserve
+from bench import expiry, fanout, hot_slot, many_slots, operator_view, queue_length, read_flood, reserve
 
 # Each takes `quick`: fewer rounds and smaller sizes, for a look in a minute or two.
 SCENARIOS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
     "hot-slot": lambda quick: hot_slot.run(quick=quick),
     "many-slots": lambda quick: many_slots.run(quick=quick),
     "queue-length": lambda quick: queue_length.run(quick=quick),
+    "operator-view": lambda quick: operator_view.run(quick=quick),
     "reserve": lambda quick: reserve.run(),
     "expiry": lambda quick: expiry.run(),
     "fanout": lambda quick: fanout.run(),

@@ -249,3 +249,53 @@ async def test_more_slots_than_one_connection_may_follow_share_several_and_all_s
     # No card shows a refused subscription ("Subscription limit reached" past 20 on one socket).
     assert [text for text in await page.get_by_test_id("slot-error").all_inner_texts() if text] == []
     assert browsers.errors == []
+
+
+async def test_an_admins_board_shows_the_queue_by_name_and_keeps_it_live(
+    api_processes: list[ApiProcess], via_http: GraphQL, browsers: Browsers, artifacts: Path
+) -> None:
+    resource = f"board-ops-{uuid.uuid4().hex[:8]}"
+    slot_id = await via_http.create_slot(capacity=2, resource=resource)
+    run = uuid.uuid4().hex[:6]
+    ann, bob, cat, dan, eve = (f"{name}-{run}" for name in ("ann", "bob", "cat", "dan", "eve"))
+    first = await via_http.reserve(token(ann), slot_id, "k")
+    await via_http.confirm(token(ann), first["id"])
+    held = await via_http.reserve(token(bob), slot_id, "k")
+    for name in (cat, dan):
+        await via_http.reserve(token(name), slot_id, "k")
+    # The operator watches through the other API process than the one the changes go through.
+    page = await browsers.open(_board(api_processes[1], resource))
+    await page.get_by_label("Bearer token").fill(token(f"ops-{run}", admin=True))
+    await page.get_by_role("button", name="Use token").click()
+    await expect(page.get_by_test_id("identity")).to_contain_text("(admin)")
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-status", "live")
+    view = _card(page, slot_id).get_by_test_id("operator-view")
+    holds, waiters = view.get_by_test_id("operator-hold"), view.get_by_test_id("operator-waiter")
+
+    async def shows(holding: list[tuple[str, str]], line: list[str]) -> None:
+        await expect(holds).to_have_count(len(holding))
+        for i, (name, state) in enumerate(holding):
+            await expect(holds.nth(i)).to_have_attribute("data-holder", name)
+            await expect(holds.nth(i)).to_have_attribute("data-state", state)
+        await expect(waiters).to_have_count(len(line))
+        for place, name in enumerate(line, start=1):
+            await expect(waiters.nth(place - 1)).to_have_attribute("data-holder", name)
+            await expect(waiters.nth(place - 1)).to_have_attribute("data-position", str(place))
+            await expect(waiters.nth(place - 1)).to_contain_text(f"#{place}")
+
+    await shows([(ann, "CONFIRMED"), (bob, "RESERVED")], [cat, dan])
+    countdown = holds.nth(1).get_by_test_id("operator-countdown")
+    await expect(countdown).to_have_text(FRESH_HOLD)
+    await expect(countdown).not_to_have_text(await countdown.inner_text())  # it counts down
+
+    await via_http.cancel(token(bob), held["id"])  # the head of the line is offered bob's unit
+    await shows([(ann, "CONFIRMED"), (cat, "RESERVED")], [dan])
+    await via_http.reserve(token(eve), slot_id, "k")
+    await shows([(ann, "CONFIRMED"), (cat, "RESERVED")], [dan, eve])
+
+    # A holder's board has no operator's view: the names in line are the operator's to see.
+    holder_page = await browsers.open(_board(api_processes[0], resource))
+    await _sign_in(holder_page, f"fay-{run}", slot_id)
+    await expect(_card(holder_page, slot_id).get_by_test_id("operator-view")).to_have_count(0)
+    await _screenshot(page, artifacts / "board-operator.png")
+    assert browsers.errors == []

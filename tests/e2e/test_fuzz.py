@@ -302,12 +302,20 @@ def prepare(case: Case[Operation], draw: st.DataObject, real: RealIds) -> str:
 def problems(case: Case[Operation], response: httpx.Response) -> list[str]:
     """What is wrong with the answer, as failure kinds; empty when it is a client's answer."""
     found = _own_problems(response)
-    if not found:
+    if not found and not _refused(response):
         try:
             case.validate_response(response, checks=[not_a_server_error])
         except FailureGroup as group:  # Schemathesis's own verdict: a 5xx or a resolver error
             found += [f"schemathesis: {failure.title}" for failure in group.exceptions]
     return found
+
+
+def _refused(response: httpx.Response) -> bool:
+    """Every error is a read's refusal, coded with its name (NotAuthorized, SlotNotFound, ...): an
+    answer the engine meant. Schemathesis knows only a few codes for client errors (ValidationError
+    among them) and takes any other error with a path for a resolver that failed."""
+    errors = response.json().get("errors") or []
+    return bool(errors) and all((e.get("extensions") or {}).get("code") in REFUSALS for e in errors)
 
 
 def _own_problems(response: httpx.Response) -> list[str]:

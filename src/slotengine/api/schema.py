@@ -39,19 +39,22 @@ from slotengine.api.errors import (
 from slotengine.api.shared_events import SharedEventExecutor, shared_slot
 from slotengine.api.types import (
     Booking,
+    BookingPage,
     CreateSlotInput,
     CreateSlotsInput,
     QueuePosition,
     Slot,
     SlotBatch,
+    SlotHistoryPage,
     SlotPage,
 )
 from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
+from slotengine.domain.states import BookingState
 from slotengine.logs import excerpt
-from slotengine.service import live, queries, reservations, slot_generation
+from slotengine.service import live, operator_views, queries, reservations, slot_generation
 from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import admitted_read
 
@@ -128,6 +131,11 @@ async def _read(info: Info, call: Callable[[], Awaitable[T]]) -> T:
         raise _refused(refusal) from None
 
 
+def _page_size(first: int | None) -> int:
+    """A page of `first` items, 1 to MAX_PAGE; null asks for the default, 50."""
+    return max(1, min(50 if first is None else first, MAX_PAGE))
+
+
 def _id(field: str, raw: strawberry.ID) -> str:
     """The id's one spelling; a malformed one is a ValidationError naming `field`."""
     try:
@@ -202,6 +210,47 @@ class Query:
             return None
         view = await _read(info, lambda: queries.get_queue_position(info.context.engine, caller, canonical))
         return QueuePosition.of(view) if view else None
+
+    @strawberry.field(
+        description="The operator's view of a slot (admins only): its bookings in arrival order, "
+        "holds with their expiresAt, waiters with their queuePosition (FIFO among themselves), "
+        "confirmed and final ones; `states` keeps only those states. Anyone else gets an error "
+        "coded NotAuthorized."
+    )
+    async def slot_bookings(
+        self,
+        info: Info,
+        slot_id: strawberry.ID,
+        states: list[BookingState] | None = None,
+        first: int | None = 50,
+        after: str | None = None,
+    ) -> BookingPage:
+        canonical = _id("slotId", slot_id)
+        ctx = info.context
+        size = _page_size(first)
+        page = await _read(
+            info,
+            lambda: operator_views.slot_bookings(
+                ctx.engine, ctx.caller, canonical, None if states is None else set(states), size, after
+            ),
+        )
+        return BookingPage.of(page)
+
+    @strawberry.field(
+        description="A slot's audit trail, newest first, each row naming its booking and holder. "
+        "Admins read every row; a holder reads the rows of their own bookings of the slot (an "
+        'admin\'s actions as actor "admin"); without a token, an error coded NotAuthorized.'
+    )
+    async def slot_history(
+        self, info: Info, slot_id: strawberry.ID, first: int | None = 50, after: str | None = None
+    ) -> SlotHistoryPage:
+        canonical = _id("slotId", slot_id)
+        ctx = info.context
+        size = _page_size(first)
+        page = await _read(
+            info, lambda: operator_views.slot_history(ctx.engine, ctx.caller, canonical, size, after)
+        )
+        return SlotHistoryPage.of(page)
 
 
 async def _slot_page(

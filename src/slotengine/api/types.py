@@ -11,7 +11,7 @@ from slotengine.api.context import Info
 from slotengine.domain.errors import DomainError
 from slotengine.domain.recurrence import Weekday
 from slotengine.domain.states import BookingState
-from slotengine.service import queries
+from slotengine.service import operator_views, queries
 from slotengine.service.views import BookingView, QueuePositionView, SlotView, TransitionView
 
 strawberry.enum(BookingState, name="BookingState")
@@ -131,6 +131,70 @@ class Booking:
             expires_at=view.expires_at,
             queue_position=view.queue_position,
             created_at=view.created_at,
+        )
+
+
+@strawberry.type(
+    description="One page of a slot's bookings in arrival order; pass endCursor as `after` for the next."
+)
+class BookingPage:
+    items: list[Booking]
+    end_cursor: str | None = strawberry.field(
+        description="Resumes after the last booking this page looked at; null when there is none."
+    )
+    has_next_page: bool
+
+    @classmethod
+    def of(cls, page: operator_views.BookingPage) -> BookingPage:
+        return cls(
+            items=[Booking.of(v) for v in page.items],
+            end_cursor=page.end_cursor,
+            has_next_page=page.has_next_page,
+        )
+
+
+@strawberry.type(description="One row of a slot's audit trail: a transition of one of its bookings.")
+class SlotTransition:
+    booking_id: strawberry.ID
+    holder: str
+    from_state: BookingState | None
+    to_state: BookingState
+    event: str
+    actor: str
+    reason: str | None
+    at: datetime
+
+    @classmethod
+    def of(cls, view: operator_views.SlotTransitionView) -> SlotTransition:
+        t = view.transition
+        return cls(
+            booking_id=strawberry.ID(view.booking_id),
+            holder=view.holder,
+            from_state=t.from_state,
+            to_state=t.to_state,
+            event=t.event,
+            actor=t.actor,
+            reason=t.reason,
+            at=t.at,
+        )
+
+
+@strawberry.type(
+    description="One page of a slot's audit trail, newest first; pass endCursor as `after` for older rows."
+)
+class SlotHistoryPage:
+    items: list[SlotTransition]
+    end_cursor: str | None = strawberry.field(
+        description="Resumes after (older than) the last row this page showed; null when there is none."
+    )
+    has_next_page: bool
+
+    @classmethod
+    def of(cls, page: operator_views.HistoryPage) -> SlotHistoryPage:
+        return cls(
+            items=[SlotTransition.of(v) for v in page.items],
+            end_cursor=page.end_cursor,
+            has_next_page=page.has_next_page,
         )
 
 

@@ -113,6 +113,15 @@ async def read_queue_place(redis: RedisClient, keys: list[str], booking_id: str)
     return QueuePlace(True, int(answer[0]) or None)
 
 
+async def read_queue_ahead(redis: RedisClient, keys: list[str], version: int, booking_id: str) -> int | None:
+    """How many wait ahead of the booking by the slot's mirror at `version` (queue_rank.lua);
+    None when the mirror is missing, at another version, or does not have the booking waiting."""
+    answer = await queue_rank(redis, keys, [version, booking_id])
+    if answer[0] in ("MISSING", "STALE") or int(answer[0]) < 0:
+        return None
+    return int(answer[0])
+
+
 class Claim(NamedTuple):
     """One schedule claim_due.lua handed to this caller."""
 
@@ -154,6 +163,7 @@ apply_changes_script = LuaScript("apply_changes")
 sync_slot = LuaScript("sync_slot")  # answers the number of holds and queue entries written
 slot_status = LuaScript("slot_status")
 queue_position = LuaScript("queue_position")
+queue_rank = LuaScript("queue_rank")
 claim_due = LuaScript("claim_due")
 take_turn = LuaScript("take_turn")
 schedule_in = LuaScript("schedule_in")

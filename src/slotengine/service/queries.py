@@ -97,8 +97,9 @@ def _slot_view(row: dict[str, Any]) -> SlotView:
     return SlotView.of_row(row, 0 if started else int(row["waiting"]))
 
 
-def _slot_is_due(row: dict[str, Any]) -> bool:
-    """Whether the slot has something to expire, lapse or promote that only its lock may write."""
+def slot_is_due(row: dict[str, Any]) -> bool:
+    """Whether the slot has something to expire, lapse or promote that only its lock may write
+    (`row` has its times, capacity, `db_now` and the held, lapsed, confirmed and waiting counts)."""
     now = row["db_now"]
     if policy.slot_has_ended(row["ends_at"], now):
         return False  # no hold outlives its slot: nothing left that a read must settle
@@ -111,7 +112,7 @@ def _slot_is_due(row: dict[str, Any]) -> bool:
 
 async def _settled(engine: Engine, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows again after settling the slots that are due; the same rows when none is."""
-    due = [row["id"] for row in rows if _slot_is_due(row)]
+    due = [row["id"] for row in rows if slot_is_due(row)]
     if not due:
         return rows
     for slot_id in due:
@@ -210,7 +211,8 @@ _BOOKING_QUERY = (
 )
 
 
-def _booking_view_of(row: dict[str, Any]) -> BookingView:
+def booking_view_of(row: dict[str, Any]) -> BookingView:
+    """The booking row (with `position`, its slot's `starts_at` and `db_now`) as it stands now."""
     view = booking_view(row, row["position"])
     if view.state is S.RESERVED and row["expires_at"] <= row["db_now"]:
         # Only on an ended slot, which no read settles: the hold is dead all the same.
@@ -225,7 +227,7 @@ def _booking_view_of(row: dict[str, Any]) -> BookingView:
 async def _bookings(engine: Engine, where: str, args: list[Any]) -> list[dict[str, Any]]:
     """Booking rows with their queue positions, after settling the slots of any that are due."""
     rows = await connection().execute_query_dict(f"{_BOOKING_QUERY} {where}", args)
-    due = {row["slot_id"] for row in rows if _slot_is_due(row)}
+    due = {row["slot_id"] for row in rows if slot_is_due(row)}
     if not due:
         return rows
     for slot_id in sorted(due):
@@ -240,7 +242,7 @@ async def get_booking(engine: Engine, caller: Caller, booking_id: str) -> Bookin
     rows = await _bookings(engine, "WHERE b.id = $1", [booking_uuid])
     if not rows or (rows[0]["holder"] != caller.holder and not caller.admin):
         return None
-    return _booking_view_of(rows[0])
+    return booking_view_of(rows[0])
 
 
 async def get_queue_position(engine: Engine, caller: Caller, booking_id: str) -> QueuePositionView | None:
@@ -263,7 +265,7 @@ async def my_bookings(engine: Engine, caller: Caller, first: int) -> list[Bookin
     rows = await _bookings(
         engine, "WHERE b.holder = $1 ORDER BY b.created_at DESC, b.id LIMIT $2", [caller.holder, first]
     )
-    return [_booking_view_of(row) for row in rows]
+    return [booking_view_of(row) for row in rows]
 
 
 async def booking_histories(booking_ids: list[str]) -> list[list[TransitionView]]:

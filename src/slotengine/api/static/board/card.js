@@ -13,6 +13,7 @@ import {
 import { h } from "./element.js";
 import { clockTime, countdown, dateTime, holdLength, plural, roughly, timeOnly } from "./format.js";
 import { TokenRefused } from "./graphql.js";
+import { OperatorView } from "./operator.js";
 import { FINAL_STATES, STATE_RANK } from "./states.js";
 
 /** A fresh idempotency key for one reservation. */
@@ -30,7 +31,8 @@ const ENDED = {
 /**
  * The card of one slot. `board` is what the page lends it: `request(query, variables)` over HTTP,
  * `subscribe(query, variables, sink)` (returns its stop function; nothing live when signed out),
- * `signedIn()`, `tokenRefused(reason)` and `turns`, the element "Your turn" panels go in.
+ * `signedIn()`, `admin()` (the token claims the admin role: the card shows who holds and who
+ * waits), `tokenRefused(reason)` and `turns`, the element "Your turn" panels go in.
  */
 export class SlotCard {
   constructor(slot, board) {
@@ -46,6 +48,7 @@ export class SlotCard {
     this.turnPanel = null;
     this.settledAt = 0;
     this.mineKey = null;
+    this.operator = board.admin() ? new OperatorView(slot.id, board.request) : null;
     this.build();
     this.render();
   }
@@ -114,6 +117,7 @@ export class SlotCard {
           pair("In line", e.queueLength),
         ),
         e.queue,
+        this.operator?.root,
         e.hold,
         e.mine,
         h("div", { class: "actions" }, e.reserve, e.confirm, e.cancel),
@@ -261,6 +265,7 @@ export class SlotCard {
   }
 
   tick(now) {
+    this.operator?.tick(now);
     const b = this.booking;
     if (b?.state !== "RESERVED" || !b.expiresAt) return;
     const left = Date.parse(b.expiresAt) - now;
@@ -331,10 +336,12 @@ export class SlotCard {
   // ---- subscriptions ----
 
   watch() {
+    this.operator?.refresh();
     this.stopStatus = this.board.subscribe(SLOT_STATUS, { slotId: this.slot.id }, {
       next: (data) => {
         this.slot = data.slotStatus;
         this.render();
+        this.operator?.refresh(); // the slot changed: so did who holds or waits
       },
       error: (message) => this.showError(`Live updates stopped: ${message}`),
       complete: () => {},
@@ -372,6 +379,7 @@ export class SlotCard {
   }
 
   dispose() {
+    this.operator?.dispose();
     this.unwatchBooking();
     this.stopStatus?.();
     this.turnPanel?.root.remove();

@@ -30,3 +30,11 @@ export const BOOKING_UPDATES = `subscription BookingUpdates($bookingId: ID!) {
 
 export const QUEUE_POSITION = `subscription QueuePosition($bookingId: ID!) {
   queuePosition(bookingId: $bookingId) { state position ahead estimatedWaitSeconds expiresAt } }`;
+
+// The operator's view of one slot (admins): who holds or confirmed, then the head of the queue.
+const OPERATOR_BOOKING = "id holder state expiresAt queuePosition";
+export const OPERATOR_VIEW = `query OperatorView($slotId: ID!) {
+  holding: slotBookings(slotId: $slotId, states: [RESERVED, CONFIRMED], first: 50) {
+    items { ${OPERATOR_BOOKING} } hasNextPage }
+  waiting: slotBookings(slotId: $slotId, states: [PENDING], first: 20) {
+    items { ${OPERATOR_BOOKING} } hasNextPage } }`;

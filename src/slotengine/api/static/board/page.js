@@ -27,7 +27,7 @@ const CONNECTION_TEXT = {
 const $ = (id) => document.getElementById(id);
 
 /** The board's state: who is signed in, their live connections and the cards shown. */
-const state = { token: null, live: null, cards: new Map(), loads: 0 };
+const state = { token: null, claims: null, live: null, cards: new Map(), loads: 0 };
 
 const noop = () => {};
 
@@ -36,6 +36,8 @@ const lent = {
   request: (query, variables) => request(query, variables, state.token),
   subscribe: (query, variables, sink) => (state.live ? state.live.subscribe(query, variables, sink) : noop),
   signedIn: () => Boolean(state.token),
+  // What the token claims, unverified: the server refuses the operator's view to anyone else.
+  admin: () => Boolean(state.claims?.admin),
   tokenRefused: (reason) => forgetToken(reason),
   turns: $("turns"),
 };
@@ -66,6 +68,7 @@ function useToken(token) {
   }
   $("token-error").textContent = "";
   state.token = token;
+  state.claims = claims;
   saveToken(token);
   state.live?.close();
   state.live = new LivePool(token, { changed: showConnection, refused: forgetToken });
@@ -77,6 +80,7 @@ function useToken(token) {
 function forgetToken(reason) {
   removeToken();
   state.token = null;
+  state.claims = null;
   state.live?.close();
   state.live = null;
   showIdentity(null);
