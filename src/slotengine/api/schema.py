@@ -24,6 +24,7 @@ from slotengine.api.document_budget import DocumentBudget, document_budget_rule
 from slotengine.api.document_cache import BoundedParserCache, BoundedValidationCache
 from slotengine.api.errors import (
     BookingNotFound,
+    ExtensionLimitReached,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidTransition,
@@ -45,13 +46,14 @@ from slotengine.api.types import (
     Slot,
     SlotBatch,
     SlotPage,
+    UpdateSlotInput,
 )
 from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
 from slotengine.logs import excerpt
-from slotengine.service import live, queries, reservations, slot_generation
+from slotengine.service import extension, live, queries, reservations, slot_admin, slot_generation
 from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import admitted_read
 
@@ -87,6 +89,18 @@ CompleteBookingResult = Annotated[
     Booking | BookingNotFound | NotAuthorized | InvalidTransition | ValidationError,
     strawberry.union("CompleteBookingResult"),
 ]
+ExtendHoldResult = Annotated[
+    Booking
+    | BookingNotFound
+    | NotHolder
+    | HoldExpired
+    | InvalidTransition
+    | ExtensionLimitReached
+    | NotAuthorized
+    | ValidationError,
+    strawberry.union("ExtendHoldResult"),
+]
+SlotResult = Annotated[Slot | SlotNotFound | NotAuthorized | ValidationError, strawberry.union("SlotResult")]
 
 MAX_PAGE = 200
 
@@ -238,6 +252,8 @@ class Mutation:
             ends_at=input.ends_at,
             capacity=input.capacity,
             hold_seconds=input.hold_seconds,
+            max_extensions=input.max_extensions,
+            max_hold_seconds=input.max_hold_seconds,
         )
         ctx = info.context
         return await _answer(lambda: queries.create_slot(ctx.engine, ctx.require_caller(), spec), Slot.of)
@@ -258,6 +274,8 @@ class Mutation:
             every_minutes=input.every_minutes,
             capacity=input.capacity,
             hold_seconds=input.hold_seconds,
+            max_extensions=input.max_extensions,
+            max_hold_seconds=input.max_hold_seconds,
         )
         ctx = info.context
         return await _answer(
@@ -303,6 +321,52 @@ class Mutation:
         return await _answer(
             lambda: reservations.complete_booking(ctx.engine, ctx.require_caller(), str(booking_id)),
             Booking.of,
+        )
+
+    @strawberry.mutation(
+        description="Give your live hold `seconds` more from now (default: the slot's holdSeconds), "
+        "within the slot's maxExtensions and maxHoldSeconds."
+    )
+    async def extend_hold(
+        self, info: Info, booking_id: strawberry.ID, seconds: int | None = None
+    ) -> ExtendHoldResult:
+        ctx = info.context
+        return await _answer(
+            lambda: extension.extend_hold(ctx.engine, ctx.require_caller(), str(booking_id), seconds),
+            Booking.of,
+        )
+
+    @strawberry.mutation(
+        description="Take no more reservations; everyone waiting becomes EXPIRED with the reason. "
+        "Holds already granted may still be confirmed until they lapse (admins only)."
+    )
+    async def close_slot(self, info: Info, slot_id: strawberry.ID, reason: str | None = None) -> SlotResult:
+        ctx = info.context
+        return await _answer(
+            lambda: slot_admin.close_slot(ctx.engine, ctx.require_caller(), str(slot_id), reason), Slot.of
+        )
+
+    @strawberry.mutation(description="Take reservations on a closed slot again (admins only).")
+    async def reopen_slot(self, info: Info, slot_id: strawberry.ID) -> SlotResult:
+        ctx = info.context
+        return await _answer(
+            lambda: slot_admin.reopen_slot(ctx.engine, ctx.require_caller(), str(slot_id)), Slot.of
+        )
+
+    @strawberry.mutation(
+        description="Change a slot's capacity, holdSeconds and extension limits (admins only). New "
+        "units go to the queue at once, in order; capacity cannot go below the units in use."
+    )
+    async def update_slot(self, info: Info, slot_id: strawberry.ID, input: UpdateSlotInput) -> SlotResult:
+        update = slot_admin.SlotUpdate(
+            capacity=input.capacity,
+            hold_seconds=input.hold_seconds,
+            max_extensions=input.max_extensions,
+            max_hold_seconds=input.max_hold_seconds,
+        )
+        ctx = info.context
+        return await _answer(
+            lambda: slot_admin.update_slot(ctx.engine, ctx.require_caller(), str(slot_id), update), Slot.of
         )
 
 
