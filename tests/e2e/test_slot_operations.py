@@ -266,11 +266,19 @@ async def test_a_waiters_estimate_waits_for_an_extended_hold(gql: GraphQL, api: 
     await gql.cancel(first, gone["id"])  # a hold that ended: the slot has a record; b holds now
     waiter = await gql.reserve(third, slot_id, "k")
 
-    async with GraphQLWebSocket(api.ws, third) as ws:
+    async with GraphQLWebSocket(api.ws, third) as ws, GraphQLWebSocket(api.ws, second) as holder_ws:
         op = await ws.subscribe(QUEUE_POSITION, {"b": waiter["id"]})
+        mine = await holder_ws.subscribe(BOOKING_UPDATES, {"b": held["id"]})
         before = (await ws.next(op))["queuePosition"]
-        assert (await extend(gql, second, held["id"], 1_500))["__typename"] == "Booking"
+        hold_before = (await holder_ws.next(mine))["bookingUpdates"]
+        extended = await extend(gql, second, held["id"], 1_500)
+        assert extended["__typename"] == "Booking"
         after = (await ws.next(op))["queuePosition"]
+        hold_after = (await holder_ws.next(mine))["bookingUpdates"]
+
+    # The holder hears the new expiry (same state): bookingUpdates follows extensions too.
+    assert hold_before["state"] == hold_after["state"] == "RESERVED"
+    assert hold_after["expiresAt"] == extended["expiresAt"] != hold_before["expiresAt"]
 
     assert before["position"] == after["position"] == 1
     # Nobody moves before the one hold ends: about 600 s left, then about 1,500 s.

@@ -405,7 +405,9 @@ class Subscription:
         async for update in _live(watcher, QueuePosition.of):
             yield update
 
-    @strawberry.subscription(description="Your booking now, then on every change of its state.")
+    @strawberry.subscription(
+        description="Your booking now, then on every change of its state or of its hold's expiry."
+    )
     async def booking_updates(self, info: Info, booking_id: strawberry.ID) -> AsyncGenerator[Booking, None]:
         ctx = info.context
         watcher = live.watch_booking(ctx.engine, ctx.hub, ctx.require_caller(), str(booking_id))
