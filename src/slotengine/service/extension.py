@@ -27,7 +27,7 @@ _EXTENDED = transition(BookingState.RESERVED, Event.EXTEND, Role.HOLDER)
 # The booking, its slot's extension limits, and when its hold was granted (the row of the
 # transition that made it RESERVED: its hold or its promotion).
 _HOLD_SQL = (
-    f"SELECT b.{BOOKING_COLUMNS.replace(', ', ', b.')}, b.extensions,"
+    f"SELECT {', '.join(f'b.{column.strip()}' for column in BOOKING_COLUMNS.split(','))}, b.extensions,"
     " s.max_extensions, s.max_hold_seconds,"
     " (SELECT t.at FROM transitions t WHERE t.booking_id = b.id"
     f"   AND t.to_state = {RESERVED} AND t.from_state IS DISTINCT FROM {RESERVED}"

@@ -258,29 +258,19 @@ class _QueuePace:
 
 
 async def queue_pace(slot_id: UUID, capacity: int) -> _QueuePace:
-    """How fast the slot's queue moves, for waiters' estimates (see policy.estimated_wait_seconds)."""
-    per_place = await seconds_per_place(slot_id, capacity)
-    row = await _one(
-        "SELECT EXTRACT(EPOCH FROM min(expires_at) FILTER (WHERE state = "
-        f"{RESERVED} AND expires_at > now()) - now()) AS next_release, count(*) AS occupied"
-        " FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL",
-        slot_id,
-    )
-    assert row is not None
-    full = int(row["occupied"]) >= capacity
-    release = row["next_release"]
-    return _QueuePace(per_place, float(release) if full and release is not None else None)
-
-
-async def seconds_per_place(slot_id: UUID, capacity: int) -> float | None:
-    """The slot's measured time per queue place (see policy.seconds_per_place).
+    """How fast the slot's queue moves, for waiters' estimates, in one query.
 
     A hold lasts from the transition that granted it to the one that ended it: its extensions
-    (RESERVED to RESERVED) are part of it, so extended holds lengthen the estimate.
+    (RESERVED to RESERVED) are part of it, so extended holds lengthen the estimate. And while every
+    unit is taken, nobody moves before the earliest live hold ends (policy.estimated_wait_seconds).
     """
     row = await _one(
         "SELECT avg(EXTRACT(EPOCH FROM l.at - r.at)) AS mean, count(*) AS ended,"
-        f" count(*) FILTER (WHERE l.to_state <> {CONFIRMED}) AS released"
+        f" count(*) FILTER (WHERE l.to_state <> {CONFIRMED}) AS released,"
+        " (SELECT EXTRACT(EPOCH FROM min(h.expires_at) FILTER (WHERE h.state = "
+        f"{RESERVED} AND h.expires_at > now()) - now())"
+        "  FROM bookings h WHERE h.slot_id = $1 AND h.unit IS NOT NULL) AS next_release,"
+        " (SELECT count(*) FROM bookings o WHERE o.slot_id = $1 AND o.unit IS NOT NULL) AS occupied"
         " FROM transitions r JOIN bookings b ON b.id = r.booking_id"
         " JOIN LATERAL (SELECT x.at, x.to_state FROM transitions x"
         f"   WHERE x.booking_id = r.booking_id AND x.id > r.id AND x.from_state = {RESERVED}"
@@ -288,6 +278,12 @@ async def seconds_per_place(slot_id: UUID, capacity: int) -> float | None:
         f" WHERE b.slot_id = $1 AND r.to_state = {RESERVED} AND r.from_state IS DISTINCT FROM {RESERVED}",
         slot_id,
     )
-    if row is None or row["mean"] is None:
-        return None
-    return policy.seconds_per_place(float(row["mean"]), int(row["ended"]), int(row["released"]), capacity)
+    assert row is not None  # an aggregate: one row, even for a slot with no record
+    per_place = (
+        None
+        if row["mean"] is None
+        else policy.seconds_per_place(float(row["mean"]), int(row["ended"]), int(row["released"]), capacity)
+    )
+    full = int(row["occupied"]) >= capacity
+    release = row["next_release"]
+    return _QueuePace(per_place, float(release) if full and release is not None else None)
