@@ -85,6 +85,23 @@ MUTATIONS = {
         " __typename ... on ValidationError { field } } }",
         "bookingId",
     ),
+    "extendHold": (
+        "mutation($v: ID!) { extendHold(bookingId: $v) { __typename ... on ValidationError { field } } }",
+        "bookingId",
+    ),
+    "closeSlot": (
+        "mutation($v: ID!) { closeSlot(slotId: $v) { __typename ... on ValidationError { field } } }",
+        "slotId",
+    ),
+    "reopenSlot": (
+        "mutation($v: ID!) { reopenSlot(slotId: $v) { __typename ... on ValidationError { field } } }",
+        "slotId",
+    ),
+    "updateSlot": (
+        "mutation($v: ID!) { updateSlot(slotId: $v, input: {}) {"
+        " __typename ... on ValidationError { field } } }",
+        "slotId",
+    ),
 }
 
 

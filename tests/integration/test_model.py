@@ -1,8 +1,9 @@
 """Model-based test: Hypothesis drives the real service layer and compares it with a small model.
 
 A `RuleBasedStateMachine` reserves (alone, or several newcomers racing for one slot, with a
-duplicate request), confirms, cancels, completes, lapses holds, starts slots, settles, sweeps,
-replays expiry tasks, reads bookings and flushes Redis mirrors, on the suite's real PostgreSQL and
+duplicate request), confirms, cancels, completes, extends holds, closes and reopens slots, resizes
+them, lapses holds, starts slots, settles, sweeps, replays expiry tasks (an extended hold's old
+timer too), reads bookings and flushes Redis mirrors, on the suite's real PostgreSQL and
 Redis, against an in-memory model of a few fresh slots (capacity 1..3). After every step it checks:
 
 - each booking's state, unit and fence in PostgreSQL are the model's (so promotion went FIFO,
@@ -11,11 +12,13 @@ Redis, against an in-memory model of a few fresh slots (capacity 1..3). After ev
 - the audit trail of each booking replays through `slotengine.domain.states.transition` from
   nothing to its current state, with the model's events, and shows FIFO on its own (a freed unit
   went to the longest waiting, never to a newcomer while anybody waited);
-- fences grow in the order holds were granted; each change bumps the slot's version once;
+- fences grow in the order holds were granted or extended; each change (of a booking, or of the
+  slot's terms) bumps the slot's version once;
 - the Redis mirror, when present, equals PostgreSQL; queue positions the service reports are
   1..n in FIFO order;
 - the slot's pub/sub announcements come with every version, and applying them the way
-  subscribers do (`service.live`) gives the model's states, positions and counts.
+  subscribers do (`service.live`) gives the model's states, positions, counts, capacity and
+  closed flag.
 
 Driving async code from Hypothesis's synchronous state machine: Tortoise's pool (asyncpg) and the
 engine's Redis client belong to the session's event loop; their connections cannot be used from
@@ -70,11 +73,13 @@ from redis.asyncio.client import PubSub
 from slotengine.domain.errors import (
     BookingNotFound,
     DomainError,
+    ExtensionLimitReached,
     HoldExpired,
     IdempotencyKeyReused,
     NotAuthorized,
     NotHolder,
     SlotClosed,
+    ValidationError,
 )
 from slotengine.domain.states import (
     FINAL_STATES,
@@ -87,7 +92,7 @@ from slotengine.domain.states import (
     transition,
 )
 from slotengine.redis.clock import epoch_ms
-from slotengine.service import expiry, queries, reservations
+from slotengine.service import expiry, extension, queries, reservations, slot_admin
 from slotengine.service.engine import Engine
 from slotengine.service.events import SlotAnnouncement
 from slotengine.service.expiry import ExpiryOutcome
@@ -186,7 +191,9 @@ class ModelBooking:
     unit: int | None = None
     had_hold: bool = False  # was granted a hold (has an expiry and a fence)
     lapsed: bool = False  # a hold whose expiry the clock passed, not yet noticed by the engine
-    fence: int | None = None  # learned from PostgreSQL when granted; never changes afterwards
+    # Learned from PostgreSQL when granted; changes only when the hold is extended (then learned again).
+    fence: int | None = None
+    extensions: int = 0
 
 
 @dataclass
@@ -194,8 +201,11 @@ class ModelSlot:
     id: str
     capacity: int
     started: bool = False
+    closed: bool = False
     queue: list[str] = field(default_factory=list)  # waiting bookings, first in line first
-    grants: list[str] = field(default_factory=list)  # bookings in the order they got a hold
+    # Fences issued, in order: [booking, fence] for each hold granted or extended (the fence is
+    # learned from PostgreSQL after the step that issued it).
+    grants: list[list[Any]] = field(default_factory=list)
     version: int = 0  # committed transactions that changed the slot's bookings
     flushes: int = 0  # times the test dropped the slot's Redis mirror
     changed: bool = False  # by the transaction under way
@@ -263,7 +273,7 @@ class Model:
     def grant(self, booking: ModelBooking, unit: int) -> None:
         booking.unit = unit
         booking.had_hold = True
-        self.slots[booking.slot].grants.append(booking.id)
+        self.slots[booking.slot].grants.append([booking.id, None])
 
     def promote(self, slot: int) -> None:
         model_slot = self.slots[slot]
@@ -301,7 +311,7 @@ class Model:
             self.keys[(holder, key)] = live[0].id
             return Expected(booking=live[0].id, state=live[0].state, position=self.position(live[0]))
         model_slot = self.slots[slot]
-        if model_slot.started:
+        if model_slot.started or model_slot.closed:
             return Expected(error=SlotClosed)
         if self.free_units(slot) and not model_slot.queue:
             return Expected(state=S.RESERVED)
@@ -352,6 +362,63 @@ class Model:
         if booking.state is not S.CONFIRMED:
             return InvalidTransition
         self.move(booking, S.COMPLETED, "complete")
+        return None
+
+    def extend(self, booking: ModelBooking, caller: Caller, seconds: int | None) -> type[DomainError] | None:
+        """Holds last an hour here, so asking for the slot's hold time again always adds a little,
+        once (maxExtensions 1); one second from now adds nothing and is refused."""
+        if booking.holder != caller.holder:
+            return NotHolder if caller.admin else BookingNotFound
+        self.settle(booking.slot)
+        if booking.state is S.EXPIRED and booking.had_hold:
+            return HoldExpired
+        if booking.state is not S.RESERVED:
+            return InvalidTransition
+        if self.slots[booking.slot].closed or booking.extensions >= 1:
+            return ExtensionLimitReached
+        if seconds is not None:
+            return ValidationError
+        self.move(booking, S.RESERVED, "extend")
+        booking.extensions += 1
+        booking.fence = None  # a new one, learned from PostgreSQL
+        self.slots[booking.slot].grants.append([booking.id, None])
+        return None
+
+    def close(self, slot: int) -> None:
+        """No more reservations; everyone waiting expires (closing a closed slot changes nothing)."""
+        self.settle(slot)
+        model_slot = self.slots[slot]
+        if model_slot.closed:
+            return
+        model_slot.closed = True
+        model_slot.changed = True
+        for booking_id in model_slot.queue:
+            self.move(self.bookings[booking_id], S.EXPIRED, "close")
+        model_slot.queue.clear()
+
+    def reopen(self, slot: int) -> None:
+        self.settle(slot)
+        model_slot = self.slots[slot]
+        if model_slot.closed:
+            model_slot.closed = False
+            model_slot.changed = True
+
+    def resize(self, slot: int, capacity: int) -> type[DomainError] | None:
+        """Never below the units in use; units above the new capacity move onto the lowest free
+        ones; new units go to the head of the queue."""
+        self.settle(slot)
+        model_slot = self.slots[slot]
+        occupying = sorted((b for b in self.of_slot(slot) if b.unit is not None), key=lambda b: b.unit or 0)
+        if capacity < len(occupying):
+            return ValidationError
+        free = iter(u for u in range(1, capacity + 1) if u not in {b.unit for b in occupying})
+        for booking in occupying:
+            if booking.unit is not None and booking.unit > capacity:
+                booking.unit = next(free)
+        model_slot.capacity = capacity
+        model_slot.changed = True
+        if not model_slot.started:
+            self.promote(slot)
         return None
 
 
@@ -601,6 +668,67 @@ class ReservationMachine(RuleBasedStateMachine):
         if expected is None:
             assert isinstance(outcome, BookingView) and outcome.state is S.COMPLETED
 
+    @precondition(has_bookings)
+    @rule(
+        data=st.data(),
+        who=st.sampled_from(["holder of a hold"] * 4 + ["holder", "other", "admin"]),
+        seconds=st.sampled_from([None, None, None, 1]),
+    )
+    def extend_hold(self, data: st.DataObject, who: str, seconds: int | None) -> None:
+        """Mostly a holder extends a hold (one that lapsed unnoticed, too); else anyone, anything."""
+        self.step("extend_hold")
+        holds = who == "holder of a hold" and self.has_state(S.RESERVED)
+        booking = self.pick_booking(data, lambda b: b.state is S.RESERVED or not holds)
+        caller = self.caller_for(booking, who)
+        outcome = self.call(extension.extend_hold(self.engine, caller, booking.id, seconds))
+        expected = self.model.extend(booking, caller, seconds)
+        self.check_refusal(outcome, expected, f"extend({booking.id} in {booking.state} as {who})")
+        if expected is None:
+            assert isinstance(outcome, BookingView) and outcome.state is S.RESERVED
+            assert outcome.expires_at is not None
+
+    @rule(
+        data=st.data(),
+        # Reopening (a closed slot, if any) outweighs closing: a closed slot only refuses newcomers.
+        action=st.sampled_from(["close", "reopen", "reopen", "resize", "resize", "resize", "as a holder"]),
+        capacity=st.integers(1, 4),
+    )
+    def administer(self, data: st.DataObject, action: str, capacity: int) -> None:
+        """An admin closes a slot (its queue expires), reopens one (a closed one, if any) or
+        resizes one (growing promotes the queue, shrinking below the units in use is refused);
+        a holder may do none of it."""
+        self.step(f"administer: {action}")
+        closed = [n for n, s in enumerate(self.model.slots) if s.closed]
+        if action == "reopen" and closed:
+            slot = data.draw(st.sampled_from(closed), label="closed slot")
+        else:
+            slot = self.pick_slot(data)
+        model_slot = self.model.slots[slot]
+        if action == "as a holder":
+            holder = Caller(self.holders[0])
+            for denied in (
+                slot_admin.close_slot(self.engine, holder, model_slot.id, None),
+                slot_admin.update_slot(self.engine, holder, model_slot.id, slot_admin.SlotUpdate(capacity)),
+            ):
+                self.check_refusal(self.call(denied), NotAuthorized, f"{action} on slot {slot}")
+            return
+        if action == "resize":
+            update = slot_admin.SlotUpdate(capacity=capacity)
+            outcome = self.call(slot_admin.update_slot(self.engine, self.admin, model_slot.id, update))
+            expected = self.model.resize(slot, capacity)
+            self.check_refusal(outcome, expected, f"resize(slot {slot} to {capacity})")
+            if expected is not None:
+                return
+        elif action == "close":
+            outcome = self.call(slot_admin.close_slot(self.engine, self.admin, model_slot.id, "storm"))
+            self.model.close(slot)
+        else:
+            outcome = self.call(slot_admin.reopen_slot(self.engine, self.admin, model_slot.id))
+            self.model.reopen(slot)
+        assert isinstance(outcome, SlotView), outcome
+        assert (outcome.capacity, outcome.closed) == (model_slot.capacity, model_slot.closed), outcome
+        assert outcome.queue_length == len(model_slot.queue), outcome
+
     @precondition(has_fresh_hold)
     @rule(data=st.data(), noticed_by=st.sampled_from(["expiry task", "settle", "nobody yet"]))
     def lapse_hold(self, data: st.DataObject, noticed_by: str) -> None:
@@ -649,13 +777,20 @@ class ReservationMachine(RuleBasedStateMachine):
             self.model.settle(slot)
 
     @precondition(has_fence)
-    @rule(data=st.data(), fence_offset=st.sampled_from([0, 0, -1]))
-    def replay_expiry_task(self, data: st.DataObject, fence_offset: int) -> None:
-        """An at-least-once expiry task runs again, late, or with an older fence."""
+    @rule(data=st.data(), fence_offset=st.sampled_from([0, 0, -1, "before the extension"]))
+    def replay_expiry_task(self, data: st.DataObject, fence_offset: int | str) -> None:
+        """An at-least-once expiry task runs again, late, or with an older fence (an extended
+        hold's old timer among them: it must leave the hold alone)."""
         self.step("replay_expiry_task")
         booking = self.pick_booking(data, lambda b: b.fence is not None)
         assert booking.fence is not None
-        fence = booking.fence + fence_offset
+        earlier = [f for b, f in self.model.slots[booking.slot].grants if b == booking.id][:-1]
+        if isinstance(fence_offset, int):
+            fence = booking.fence + fence_offset
+        elif earlier:
+            fence = earlier[-1]
+        else:
+            fence = booking.fence - 1
         outcome = self.call(expiry.expire_hold(self.engine, UUID(booking.id), fence))
         if booking.state is S.RESERVED and fence == booking.fence:
             lapsed = booking.lapsed
@@ -772,10 +907,14 @@ class ReservationMachine(RuleBasedStateMachine):
             assert state is self.finals[booking.id], f"final {booking.id} became {state}"
         elif state in FINAL_STATES:
             self.finals[booking.id] = state
-        # A hold has a fence and an expiry; the fence, once issued, never changes.
+        # A hold has a fence and an expiry; the fence, once issued, changes only when extended.
         assert (row["fence"] is not None) == booking.had_hold == (row["expires_at"] is not None)
-        if booking.fence is None:
+        if booking.fence is None and row["fence"] is not None:
             booking.fence = row["fence"]
+            grants = self.model.slots[booking.slot].grants
+            unlearned = [g for g in grants if g[0] == booking.id and g[1] is None]
+            assert len(unlearned) == 1, f"booking {booking.id}: fences to learn {unlearned}"
+            unlearned[0][1] = booking.fence
         assert row["fence"] == booking.fence, f"booking {booking.id} changed fence"
         # The audit trail replays through the domain's transition table to the current state.
         trail = row["trail"]
@@ -794,8 +933,12 @@ class ReservationMachine(RuleBasedStateMachine):
             assert role is not None, f"audit of {booking.id}: unknown actor {actor!r}"
             current = transition(current, Event(event), role)
             assert current == to_state, f"audit of {booking.id}: {event} led to {to_state}, not {current}"
-            if event in ("hold", "promote", "expire"):
+            if event == "expire":
                 assert fence == booking.fence, f"audit of {booking.id}: {event} with fence {fence}"
+        # Each grant (hold, promotion, extension) names the fence it issued, in order.
+        issued = [fence for _, _, _, event, _, fence in trail if event in ("hold", "promote", "extend")]
+        granted = [f for b, f in self.model.slots[booking.slot].grants if b == booking.id]
+        assert issued == granted, f"audit of {booking.id}: fences {issued}, issued {granted}"
         assert current is state, f"audit of {booking.id} ends in {current}, the booking is {state}"
         assert [t[3] for t in trail] == booking.events, f"audit of {booking.id}: {trail}"
 
@@ -810,8 +953,8 @@ class ReservationMachine(RuleBasedStateMachine):
         # FIFO: the database's queue, by arrival, is the model's.
         waiting = sorted((r for r in rows if r["state"] == S.PENDING), key=lambda r: r["queue_seq"])
         assert [r["id"] for r in waiting] == model_slot.queue, f"slot {model_slot.id} queue order"
-        # Fences grow in the order holds were granted; the slot's is the last one issued.
-        fences = [self.model.bookings[b].fence or 0 for b in model_slot.grants]
+        # Fences grow in the order holds were granted or extended; the slot's is the last one issued.
+        fences = [fence or 0 for _, fence in model_slot.grants]
         assert fences == sorted(set(fences)) and 0 not in fences, f"fences {fences} not increasing"
         assert slot_row["fence"] == (fences[-1] if fences else 0)
         # Each committed change bumps the slot's version once (listeners spot missed announcements).
@@ -887,6 +1030,8 @@ class ReservationMachine(RuleBasedStateMachine):
         assert (slot_view.held, slot_view.confirmed, slot_view.queue_length) == counts, (
             f"announcements count slot {model_slot.id} as {slot_view}, the model {counts}"
         )
+        terms = (model_slot.capacity, model_slot.closed)
+        assert (slot_view.capacity, slot_view.closed) == terms, f"announced {slot_view}, the model {terms}"
 
     def check_mirror(
         self,
@@ -902,6 +1047,7 @@ class ReservationMachine(RuleBasedStateMachine):
             return
         settled = sum(r["state"] in (S.CONFIRMED, S.COMPLETED) for r in rows)
         assert int(meta["capacity"]) == model_slot.capacity and int(meta["confirmed"]) == settled, meta
+        assert int(meta["closed"]) == model_slot.closed, meta
         expected_holds = {r["id"]: epoch_ms(r["expires_at"]) for r in rows if r["state"] == S.RESERVED}
         assert {b: int(score) for b, score in holds} == expected_holds, f"slot {model_slot.id} holds"
         assert queue == model_slot.queue, f"slot {model_slot.id}: Redis queue {queue}"

@@ -27,8 +27,10 @@ ALLOWED: dict[tuple[BookingState | None, Event], tuple[BookingState, set[Role]]]
     (S.PENDING, E.PROMOTE): (S.RESERVED, {R.SYSTEM}),
     (S.PENDING, E.CANCEL): (S.CANCELLED, {R.HOLDER, R.ADMIN}),
     (S.PENDING, E.LAPSE): (S.EXPIRED, {R.SYSTEM}),
+    (S.PENDING, E.CLOSE): (S.EXPIRED, {R.ADMIN}),
     (S.RESERVED, E.CONFIRM): (S.CONFIRMED, {R.HOLDER}),
     (S.RESERVED, E.EXPIRE): (S.EXPIRED, {R.SYSTEM}),
+    (S.RESERVED, E.EXTEND): (S.RESERVED, {R.HOLDER}),
     (S.RESERVED, E.CANCEL): (S.CANCELLED, {R.HOLDER, R.ADMIN}),
     (S.CONFIRMED, E.CANCEL): (S.CANCELLED, {R.HOLDER, R.ADMIN}),
     (S.CONFIRMED, E.COMPLETE): (S.COMPLETED, {R.ADMIN}),
@@ -79,3 +81,22 @@ def test_any_walk_through_the_table_stays_inside_it(steps: list[tuple[Event, Rol
         if state in FINAL_STATES:
             pytest.fail(f"left final state {state}")
         state = nxt
+
+
+def test_only_the_holder_extends_and_only_a_hold() -> None:
+    assert transition(S.RESERVED, E.EXTEND, R.HOLDER) is S.RESERVED
+    with pytest.raises(NotAuthorized):
+        transition(S.RESERVED, E.EXTEND, R.ADMIN)
+    for state in (S.PENDING, S.CONFIRMED):
+        with pytest.raises(InvalidTransition) as refused:
+            transition(state, E.EXTEND, R.HOLDER)
+        assert refused.value.event == "extend"
+
+
+def test_closing_a_slot_expires_its_waiters_by_an_admins_hand() -> None:
+    assert transition(S.PENDING, E.CLOSE, R.ADMIN) is S.EXPIRED
+    for role in (R.HOLDER, R.SYSTEM):
+        with pytest.raises(NotAuthorized):
+            transition(S.PENDING, E.CLOSE, role)
+    with pytest.raises(InvalidTransition):
+        transition(S.RESERVED, E.CLOSE, R.ADMIN)  # holds outlive the closing: they may be confirmed

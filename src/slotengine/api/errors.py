@@ -59,6 +59,14 @@ class InvalidTransition(Error):
     event: str
 
 
+@strawberry.type(
+    description="The hold may not be extended (further); the message says which of the slot's limits it met."
+)
+class ExtensionLimitReached(Error):
+    max_extensions: int
+    max_hold_seconds: int
+
+
 @strawberry.type
 class IdempotencyKeyReused(Error):
     idempotency_key: str
@@ -97,6 +105,12 @@ def error_member(exc: domain.DomainError) -> Any:
             )
         case InvalidTransitionError():
             return InvalidTransition(message=exc.message, from_state=exc.from_state, event=exc.event)
+        case domain.ExtensionLimitReached():
+            return ExtensionLimitReached(
+                message=exc.message,
+                max_extensions=exc.max_extensions,
+                max_hold_seconds=exc.max_hold_seconds,
+            )
         case domain.IdempotencyKeyReused():
             return IdempotencyKeyReused(message=exc.message, idempotency_key=exc.key)
         case domain.RateLimited():

@@ -24,6 +24,7 @@ from slotengine.api.document_budget import DocumentBudget, document_budget_rule
 from slotengine.api.document_cache import BoundedParserCache, BoundedValidationCache
 from slotengine.api.errors import (
     BookingNotFound,
+    ExtensionLimitReached,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidTransition,
@@ -47,6 +48,7 @@ from slotengine.api.types import (
     SlotBatch,
     SlotHistoryPage,
     SlotPage,
+    UpdateSlotInput,
 )
 from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
@@ -54,7 +56,15 @@ from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
 from slotengine.domain.states import BookingState
 from slotengine.logs import excerpt
-from slotengine.service import live, operator_views, queries, reservations, slot_generation
+from slotengine.service import (
+    extension,
+    live,
+    operator_views,
+    queries,
+    reservations,
+    slot_admin,
+    slot_generation,
+)
 from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import admitted_read
 
@@ -90,6 +100,18 @@ CompleteBookingResult = Annotated[
     Booking | BookingNotFound | NotAuthorized | InvalidTransition | ValidationError,
     strawberry.union("CompleteBookingResult"),
 ]
+ExtendHoldResult = Annotated[
+    Booking
+    | BookingNotFound
+    | NotHolder
+    | HoldExpired
+    | InvalidTransition
+    | ExtensionLimitReached
+    | NotAuthorized
+    | ValidationError,
+    strawberry.union("ExtendHoldResult"),
+]
+SlotResult = Annotated[Slot | SlotNotFound | NotAuthorized | ValidationError, strawberry.union("SlotResult")]
 
 MAX_PAGE = 200
 
@@ -287,6 +309,8 @@ class Mutation:
             ends_at=input.ends_at,
             capacity=input.capacity,
             hold_seconds=input.hold_seconds,
+            max_extensions=input.max_extensions,
+            max_hold_seconds=input.max_hold_seconds,
         )
         ctx = info.context
         return await _answer(lambda: queries.create_slot(ctx.engine, ctx.require_caller(), spec), Slot.of)
@@ -307,6 +331,8 @@ class Mutation:
             every_minutes=input.every_minutes,
             capacity=input.capacity,
             hold_seconds=input.hold_seconds,
+            max_extensions=input.max_extensions,
+            max_hold_seconds=input.max_hold_seconds,
         )
         ctx = info.context
         return await _answer(
@@ -354,6 +380,52 @@ class Mutation:
             Booking.of,
         )
 
+    @strawberry.mutation(
+        description="Give your live hold `seconds` more from now (default: the slot's holdSeconds), "
+        "within the slot's maxExtensions and maxHoldSeconds."
+    )
+    async def extend_hold(
+        self, info: Info, booking_id: strawberry.ID, seconds: int | None = None
+    ) -> ExtendHoldResult:
+        ctx = info.context
+        return await _answer(
+            lambda: extension.extend_hold(ctx.engine, ctx.require_caller(), str(booking_id), seconds),
+            Booking.of,
+        )
+
+    @strawberry.mutation(
+        description="Take no more reservations; everyone waiting becomes EXPIRED with the reason. "
+        "Holds already granted may still be confirmed until they lapse (admins only)."
+    )
+    async def close_slot(self, info: Info, slot_id: strawberry.ID, reason: str | None = None) -> SlotResult:
+        ctx = info.context
+        return await _answer(
+            lambda: slot_admin.close_slot(ctx.engine, ctx.require_caller(), str(slot_id), reason), Slot.of
+        )
+
+    @strawberry.mutation(description="Take reservations on a closed slot again (admins only).")
+    async def reopen_slot(self, info: Info, slot_id: strawberry.ID) -> SlotResult:
+        ctx = info.context
+        return await _answer(
+            lambda: slot_admin.reopen_slot(ctx.engine, ctx.require_caller(), str(slot_id)), Slot.of
+        )
+
+    @strawberry.mutation(
+        description="Change a slot's capacity, holdSeconds and extension limits (admins only). New "
+        "units go to the queue at once, in order; capacity cannot go below the units in use."
+    )
+    async def update_slot(self, info: Info, slot_id: strawberry.ID, input: UpdateSlotInput) -> SlotResult:
+        update = slot_admin.SlotUpdate(
+            capacity=input.capacity,
+            hold_seconds=input.hold_seconds,
+            max_extensions=input.max_extensions,
+            max_hold_seconds=input.max_hold_seconds,
+        )
+        ctx = info.context
+        return await _answer(
+            lambda: slot_admin.update_slot(ctx.engine, ctx.require_caller(), str(slot_id), update), Slot.of
+        )
+
 
 async def _live(updates: AsyncIterator[T], present: Callable[[T], Any]) -> AsyncGenerator[Any, None]:
     """Stream a service watcher; a refusal ends the subscription with a coded GraphQL error."""
@@ -390,7 +462,9 @@ class Subscription:
         async for update in _live(watcher, QueuePosition.of):
             yield update
 
-    @strawberry.subscription(description="Your booking now, then on every change of its state.")
+    @strawberry.subscription(
+        description="Your booking now, then on every change of its state or of its hold's expiry."
+    )
     async def booking_updates(self, info: Info, booking_id: strawberry.ID) -> AsyncGenerator[Booking, None]:
         ctx = info.context
         watcher = live.watch_booking(ctx.engine, ctx.hub, ctx.require_caller(), str(booking_id))

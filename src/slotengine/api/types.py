@@ -8,6 +8,7 @@ import strawberry
 from graphql import GraphQLError
 
 from slotengine.api.context import Info
+from slotengine.domain import policy
 from slotengine.domain.errors import DomainError
 from slotengine.domain.recurrence import Weekday
 from slotengine.domain.states import BookingState
@@ -31,6 +32,10 @@ class Slot:
     confirmed: int
     queue_length: int
     closed: bool
+    max_extensions: int = strawberry.field(description="How many times one hold may be extended.")
+    max_hold_seconds: int = strawberry.field(
+        description="How long one hold may last in all, extensions included (default 3 x holdSeconds)."
+    )
 
     @classmethod
     def of(cls, view: SlotView) -> Slot:
@@ -46,6 +51,8 @@ class Slot:
             confirmed=view.confirmed,
             queue_length=view.queue_length,
             closed=view.closed,
+            max_extensions=view.max_extensions,
+            max_hold_seconds=policy.hold_cap_seconds(view.hold_seconds, view.max_hold_seconds),
         )
 
 
@@ -226,6 +233,13 @@ class CreateSlotInput:
     ends_at: datetime
     capacity: int = 1
     hold_seconds: int = 120
+    max_extensions: int = strawberry.field(
+        default=policy.DEFAULT_MAX_EXTENSIONS, description="How many times one hold may be extended."
+    )
+    max_hold_seconds: int | None = strawberry.field(
+        default=None,
+        description="How long one hold may last in all, extensions included; null: 3 x holdSeconds.",
+    )
 
 
 @strawberry.input(
@@ -248,3 +262,24 @@ class CreateSlotsInput:
     )
     capacity: int = 1
     hold_seconds: int = 120
+    max_extensions: int = strawberry.field(
+        default=policy.DEFAULT_MAX_EXTENSIONS, description="How many times one hold may be extended."
+    )
+    max_hold_seconds: int | None = strawberry.field(
+        default=None,
+        description="How long one hold may last in all, extensions included; null: 3 x holdSeconds.",
+    )
+
+
+@strawberry.input(description="What updateSlot changes; a term left out (or null) stays as it is.")
+class UpdateSlotInput:
+    capacity: int | None = strawberry.field(
+        default=None,
+        description="Units of the slot. Growing offers the new units to the queue at once; it cannot "
+        "go below the units held or confirmed now.",
+    )
+    hold_seconds: int | None = strawberry.field(
+        default=None, description="Length of holds granted from now on (holds already granted keep theirs)."
+    )
+    max_extensions: int | None = None
+    max_hold_seconds: int | None = None

@@ -58,6 +58,15 @@ class HoldExpired(DomainError):
         self.expired_at = expired_at
 
 
+class ExtensionLimitReached(DomainError):
+    """A hold may not be extended (further): the message says which limit it met."""
+
+    def __init__(self, message: str, max_extensions: int, max_hold_seconds: int) -> None:
+        super().__init__(message)
+        self.max_extensions = max_extensions
+        self.max_hold_seconds = max_hold_seconds
+
+
 class IdempotencyKeyReused(DomainError):
     def __init__(self, key: str) -> None:
         super().__init__(f"idempotency key {key!r} was already used for another request")

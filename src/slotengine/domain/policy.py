@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
-from slotengine.domain.errors import TooManyBookings, ValidationError
+from slotengine.domain.errors import ExtensionLimitReached, TooManyBookings, ValidationError
 
 T = TypeVar("T")
 
@@ -19,6 +19,10 @@ MAX_CAPACITY = 10_000
 MAX_RESOURCE_LENGTH = 200
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 MAX_REASON_LENGTH = 500
+DEFAULT_MAX_EXTENSIONS = 1
+MAX_EXTENSIONS = 100
+# With no maxHoldSeconds of its own, a slot's holds may last this many times its holdSeconds.
+HOLD_CAP_FACTOR = 3
 # Far from datetime's limits, where the database driver reads timestamps back as PostgreSQL's
 # +-infinity (naive datetime.max/min) and a day of arithmetic overflows.
 EARLIEST_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
@@ -37,6 +41,8 @@ class SlotSpec:
     ends_at: datetime
     capacity: int
     hold_seconds: int
+    max_extensions: int = DEFAULT_MAX_EXTENSIONS
+    max_hold_seconds: int | None = None  # None: HOLD_CAP_FACTOR x hold_seconds
 
 
 def validate_slot(spec: SlotSpec) -> None:
@@ -47,6 +53,7 @@ def validate_slot(spec: SlotSpec) -> None:
     if spec.ends_at <= spec.starts_at:
         raise ValidationError("endsAt", "must be after startsAt")
     validate_terms(spec.capacity, spec.hold_seconds)
+    validate_extension_terms(spec.hold_seconds, spec.max_extensions, spec.max_hold_seconds)
 
 
 def validate_instant(field: str, moment: datetime) -> None:
@@ -97,6 +104,94 @@ def validate_terms(capacity: int, hold_seconds: int) -> None:
         raise ValidationError("capacity", f"must be between 1 and {MAX_CAPACITY}")
     if not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
         raise ValidationError("holdSeconds", f"must be between 1 and {MAX_HOLD_SECONDS}")
+
+
+def validate_extension_terms(hold_seconds: int, max_extensions: int, max_hold_seconds: int | None) -> None:
+    """Raise ValidationError unless a slot with holds of `hold_seconds` may have these extension limits."""
+    if not 0 <= max_extensions <= MAX_EXTENSIONS:
+        raise ValidationError("maxExtensions", f"must be between 0 and {MAX_EXTENSIONS}")
+    if (
+        max_hold_seconds is not None
+        and not hold_seconds <= max_hold_seconds <= HOLD_CAP_FACTOR * MAX_HOLD_SECONDS
+    ):
+        raise ValidationError(
+            "maxHoldSeconds",
+            f"must be between holdSeconds ({hold_seconds}) and {HOLD_CAP_FACTOR * MAX_HOLD_SECONDS}",
+        )
+
+
+def hold_cap_seconds(hold_seconds: int, max_hold_seconds: int | None) -> int:
+    """How long one hold may last in all, extensions included: the slot's own cap, or the default."""
+    return max_hold_seconds if max_hold_seconds is not None else HOLD_CAP_FACTOR * hold_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class HoldExtension:
+    """What the extension rule needs to know about a live hold and its slot."""
+
+    now: datetime  # PostgreSQL's clock
+    expires_at: datetime  # the hold's current expiry (after now: the hold is live)
+    held_since: datetime  # when the hold was granted
+    extensions_used: int
+    max_extensions: int
+    max_hold_seconds: int  # the cap on the whole hold (hold_cap_seconds)
+    slot_ends_at: datetime
+    slot_closed: bool
+
+
+def extended_expiry(hold: HoldExtension, seconds: int) -> datetime:
+    """The hold's new expiry when it is extended to `seconds` from now, or why it may not be.
+
+    The hold never lasts more than max_hold_seconds from when it was granted nor past its slot's
+    end: a request beyond either is cut down to it, and refused only when that leaves nothing to
+    add. An extension that would not move the expiry (the hold already has `seconds` left) is a
+    ValidationError, so it does not use up one of the hold's extensions.
+    """
+    if not 1 <= seconds <= MAX_HOLD_SECONDS:
+        raise ValidationError("seconds", f"must be between 1 and {MAX_HOLD_SECONDS}")
+
+    def refused(why: str) -> ExtensionLimitReached:
+        return ExtensionLimitReached(why, hold.max_extensions, hold.max_hold_seconds)
+
+    if hold.slot_closed:
+        raise refused("the slot is closed: its holds may not be extended")
+    if hold.extensions_used >= hold.max_extensions:
+        raise refused(
+            f"this hold may be extended {hold.max_extensions} time(s) and was extended"
+            f" {hold.extensions_used} time(s)"
+        )
+    wanted = hold.now + timedelta(seconds=seconds)
+    if wanted <= hold.expires_at:
+        left = (hold.expires_at - hold.now).total_seconds()
+        raise ValidationError("seconds", f"the hold already has {left:.0f} s left; ask for more")
+    cap = hold.held_since + timedelta(seconds=hold.max_hold_seconds)
+    if min(cap, hold.slot_ends_at) <= hold.expires_at:
+        if hold.slot_ends_at < cap:
+            raise refused("the hold already lasts until the slot ends")
+        raise refused(f"a hold of this slot lasts at most {hold.max_hold_seconds} s in all")
+    return min(wanted, cap, hold.slot_ends_at)
+
+
+def check_capacity(capacity: int, occupied: int) -> None:
+    """Raise ValidationError unless the slot may have `capacity` units with `occupied` of them in use."""
+    if not 1 <= capacity <= MAX_CAPACITY:
+        raise ValidationError("capacity", f"must be between 1 and {MAX_CAPACITY}")
+    if capacity < occupied:
+        raise ValidationError(
+            "capacity",
+            f"{occupied} units are held or confirmed now: the capacity cannot go below {occupied}",
+        )
+
+
+def renumbering(capacity: int, taken: Iterable[int]) -> list[tuple[int, int]]:
+    """(from, to) moves that bring every taken unit within 1..capacity, onto the lowest free units.
+
+    A slot shrinking to `capacity` keeps its occupied bookings, but the units above the new
+    capacity must move down (the database refuses a unit above its slot's capacity).
+    """
+    used = sorted(set(taken))
+    above = [unit for unit in used if unit > capacity]
+    return list(zip(above, free_units(capacity, used), strict=False))
 
 
 def validate_idempotency_key(key: str) -> None:
@@ -176,6 +271,23 @@ def accepts_reservations(closed: bool, starts_at: datetime, now: datetime) -> st
 def promotions(free: Sequence[int], queue_heads: Sequence[T]) -> list[tuple[T, int]]:
     """Pair the heads of the queue, in order, with the free units, lowest first."""
     return list(zip(queue_heads, free, strict=False))
+
+
+def estimated_wait_seconds(
+    position: int, per_place: float | None, next_release_in: float | None
+) -> float | None:
+    """How long the booking at `position` should expect to wait, on the slot's record.
+
+    `per_place` is seconds_per_place(). `next_release_in` is how long until the slot's earliest live
+    hold runs out when every unit is taken (None otherwise): the queue cannot move before a unit
+    frees, so an extended hold pushes every waiter's estimate back. None without a record.
+    """
+    if per_place is None:
+        return None
+    estimate = position * per_place
+    if next_release_in is not None:
+        estimate = max(estimate, max(0.0, next_release_in) + (position - 1) * per_place)
+    return round(estimate, 1)
 
 
 def seconds_per_place(

@@ -65,6 +65,8 @@ class RecurrencePattern:
     every_minutes: int | None = None  # None: back to back, every slot_minutes
     capacity: int = policy.DEFAULT_CAPACITY
     hold_seconds: int = policy.DEFAULT_HOLD_SECONDS
+    max_extensions: int = policy.DEFAULT_MAX_EXTENSIONS
+    max_hold_seconds: int | None = None
 
     @property
     def step_minutes(self) -> int:
@@ -129,6 +131,7 @@ def validate_pattern(pattern: RecurrencePattern) -> ZoneInfo:
     if pattern.every_minutes is not None and not 1 <= pattern.every_minutes <= MINUTES_PER_DAY:
         raise ValidationError("everyMinutes", f"must be between 1 and {MINUTES_PER_DAY}")
     policy.validate_terms(pattern.capacity, pattern.hold_seconds)
+    policy.validate_extension_terms(pattern.hold_seconds, pattern.max_extensions, pattern.max_hold_seconds)
     return zone
 
 

@@ -26,6 +26,8 @@ class Event(StrEnum):
     EXPIRE = "expire"  # the hold's TTL passed
     LAPSE = "lapse"  # the slot started while the booking was still waiting
     COMPLETE = "complete"
+    EXTEND = "extend"  # the holder asks for more time on a live hold (a new fence and expiry)
+    CLOSE = "close"  # an admin closed the slot while the booking was still waiting
 
 
 class Role(StrEnum):
@@ -62,8 +64,10 @@ TRANSITIONS: dict[tuple[BookingState | None, Event], Rule] = {
     (S.PENDING, Event.PROMOTE): Rule(S.RESERVED, _SYSTEM),
     (S.PENDING, Event.CANCEL): Rule(S.CANCELLED, _HOLDER_OR_ADMIN),
     (S.PENDING, Event.LAPSE): Rule(S.EXPIRED, _SYSTEM),
+    (S.PENDING, Event.CLOSE): Rule(S.EXPIRED, _ADMIN),
     (S.RESERVED, Event.CONFIRM): Rule(S.CONFIRMED, _HOLDER),
     (S.RESERVED, Event.EXPIRE): Rule(S.EXPIRED, _SYSTEM),
+    (S.RESERVED, Event.EXTEND): Rule(S.RESERVED, _HOLDER),
     (S.RESERVED, Event.CANCEL): Rule(S.CANCELLED, _HOLDER_OR_ADMIN),
     (S.CONFIRMED, Event.CANCEL): Rule(S.CANCELLED, _HOLDER_OR_ADMIN),
     (S.CONFIRMED, Event.COMPLETE): Rule(S.COMPLETED, _ADMIN),

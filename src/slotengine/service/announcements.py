@@ -24,37 +24,57 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotTerms:
+    """A slot's terms as an admin left them (closeSlot, reopenSlot, updateSlot)."""
+
+    capacity: int
+    hold_seconds: int
+    closed: bool
+    max_extensions: int
+    max_hold_seconds: int | None  # the slot's own cap; None: the policy's default
+
+
+@dataclass(frozen=True, slots=True)
 class SlotAnnouncement:
     """Everything one committed slot transaction changed, with the slot's new version."""
 
     slot_id: str
     version: int
     changes: tuple[Change, ...]
+    terms: SlotTerms | None = None  # present when the transaction changed the slot itself
 
     def to_json(self) -> str:
         """The announcement as published on the slot's channel."""
-        return json.dumps(
-            {
-                "slotId": self.slot_id,
-                "version": self.version,
-                "changes": [
-                    {
-                        "bookingId": c.booking_id,
-                        "from": c.from_state,
-                        "to": c.to_state,
-                        "event": c.event.value,
-                        "position": c.position,
-                        "expiresAt": c.expires_at.isoformat() if c.expires_at else None,
-                    }
-                    for c in self.changes
-                ],
+        data: dict[str, Any] = {
+            "slotId": self.slot_id,
+            "version": self.version,
+            "changes": [
+                {
+                    "bookingId": c.booking_id,
+                    "from": c.from_state,
+                    "to": c.to_state,
+                    "event": c.event.value,
+                    "position": c.position,
+                    "expiresAt": c.expires_at.isoformat() if c.expires_at else None,
+                }
+                for c in self.changes
+            ],
+        }
+        if self.terms is not None:
+            data["terms"] = {
+                "capacity": self.terms.capacity,
+                "holdSeconds": self.terms.hold_seconds,
+                "closed": self.terms.closed,
+                "maxExtensions": self.terms.max_extensions,
+                "maxHoldSeconds": self.terms.max_hold_seconds,
             }
-        )
+        return json.dumps(data)
 
     @classmethod
     def parse(cls, raw: str) -> SlotAnnouncement:
         """Read what to_json wrote; ValueError or KeyError when it is not an announcement."""
         data: dict[str, Any] = json.loads(raw)
+        terms = data.get("terms")
         return cls(
             slot_id=data["slotId"],
             version=int(data["version"]),
@@ -69,4 +89,13 @@ class SlotAnnouncement:
                 )
                 for c in data["changes"]
             ),
+            terms=SlotTerms(
+                capacity=int(terms["capacity"]),
+                hold_seconds=int(terms["holdSeconds"]),
+                closed=bool(terms["closed"]),
+                max_extensions=int(terms["maxExtensions"]),
+                max_hold_seconds=terms["maxHoldSeconds"],
+            )
+            if terms
+            else None,
         )

@@ -40,7 +40,7 @@ async def _one(sql: str, *args: Any) -> dict[str, Any] | None:
 async def _slot_snapshot(slot_id: UUID) -> tuple[SlotView, int] | None:
     row = await _one(
         "SELECT s.id, s.resource, s.starts_at, s.ends_at, s.capacity, s.hold_seconds, s.closed,"
-        " s.version,"
+        " s.max_extensions, s.max_hold_seconds, s.version,"
         f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = {RESERVED}) AS held,"
         " (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id"
         f"   AND b.state IN {SETTLED_SQL}) AS confirmed,"
@@ -74,7 +74,18 @@ def apply_to_slot(view: SlotView, announcement: SlotAnnouncement) -> SlotView:
         held += after[0] - before[0]
         confirmed += after[1] - before[1]
         waiting += after[2] - before[2]
-    return dataclasses.replace(view, held=held, confirmed=confirmed, queue_length=waiting)
+    view = dataclasses.replace(view, held=held, confirmed=confirmed, queue_length=waiting)
+    terms = announcement.terms
+    if terms is not None:
+        view = dataclasses.replace(
+            view,
+            capacity=terms.capacity,
+            hold_seconds=terms.hold_seconds,
+            closed=terms.closed,
+            max_extensions=terms.max_extensions,
+            max_hold_seconds=terms.max_hold_seconds,
+        )
+    return view
 
 
 async def watch_slot(engine: Engine, hub: EventHub, slot_id: str) -> AsyncIterator[SlotView]:
@@ -187,7 +198,8 @@ async def _follow(
             if _in_order(message, current.version):
                 assert isinstance(message, SlotAnnouncement)
                 view = apply_to_booking(current.view, message)
-                current = dataclasses.replace(current, view=view, version=message.version)
+                capacity = message.terms.capacity if message.terms is not None else current.capacity
+                current = _BookingState(view, message.version, capacity)
                 yield current
             elif _needs_resync(message, current.version):
                 current = await _booking_snapshot(caller, booking_id)
@@ -197,11 +209,12 @@ async def _follow(
 async def watch_booking(
     engine: Engine, hub: EventHub, caller: Caller, booking_id: str
 ) -> AsyncIterator[BookingView]:
-    """The booking now, then after each change of its state."""
-    last: BookingState | None = None
+    """The booking now, then after each change of its state, or of its hold's expiry (extended)."""
+    last: tuple[BookingState, Any] | None = None
     async for current in _follow(engine, hub, caller, booking_id):
-        if current.view.state is not last:
-            last = current.view.state
+        seen = (current.view.state, current.view.expires_at)
+        if seen != last:
+            last = seen
             yield current.view
 
 
@@ -212,11 +225,11 @@ async def watch_queue_position(
     last: QueuePositionView | None = None
     async for current in _follow(engine, hub, caller, booking_id):
         view = current.view
-        per_place = await hub.shared(
+        pace: _QueuePace = await hub.shared(
             view.slot_id,
-            "seconds-per-place",
+            "queue-pace",
             current.version,
-            functools.partial(seconds_per_place, UUID(view.slot_id), current.capacity),
+            functools.partial(queue_pace, UUID(view.slot_id), current.capacity),
         )
         position = view.queue_position
         update = QueuePositionView(
@@ -225,8 +238,10 @@ async def watch_queue_position(
             position=position,
             ahead=position - 1 if position is not None else None,
             expires_at=view.expires_at if view.state is S.RESERVED else None,
-            estimated_wait_seconds=round(position * per_place, 1)
-            if position is not None and per_place is not None
+            estimated_wait_seconds=policy.estimated_wait_seconds(
+                position, pace.per_place, pace.next_release_in
+            )
+            if position is not None
             else None,
         )
         if update != last:
@@ -236,18 +251,39 @@ async def watch_queue_position(
             return
 
 
-async def seconds_per_place(slot_id: UUID, capacity: int) -> float | None:
-    """The slot's measured time per queue place (see policy.seconds_per_place)."""
+@dataclass(frozen=True, slots=True)
+class _QueuePace:
+    per_place: float | None  # policy.seconds_per_place
+    next_release_in: float | None  # seconds until the earliest live hold ends, when no unit is free
+
+
+async def queue_pace(slot_id: UUID, capacity: int) -> _QueuePace:
+    """How fast the slot's queue moves, for waiters' estimates, in one query.
+
+    A hold lasts from the transition that granted it to the one that ended it: its extensions
+    (RESERVED to RESERVED) are part of it, so extended holds lengthen the estimate. And while every
+    unit is taken, nobody moves before the earliest live hold ends (policy.estimated_wait_seconds).
+    """
     row = await _one(
         "SELECT avg(EXTRACT(EPOCH FROM l.at - r.at)) AS mean, count(*) AS ended,"
-        f" count(*) FILTER (WHERE l.to_state <> {CONFIRMED}) AS released"
+        f" count(*) FILTER (WHERE l.to_state <> {CONFIRMED}) AS released,"
+        " (SELECT EXTRACT(EPOCH FROM min(h.expires_at) FILTER (WHERE h.state = "
+        f"{RESERVED} AND h.expires_at > now()) - now())"
+        "  FROM bookings h WHERE h.slot_id = $1 AND h.unit IS NOT NULL) AS next_release,"
+        " (SELECT count(*) FROM bookings o WHERE o.slot_id = $1 AND o.unit IS NOT NULL) AS occupied"
         " FROM transitions r JOIN bookings b ON b.id = r.booking_id"
         " JOIN LATERAL (SELECT x.at, x.to_state FROM transitions x"
         f"   WHERE x.booking_id = r.booking_id AND x.id > r.id AND x.from_state = {RESERVED}"
-        "   ORDER BY x.id LIMIT 1) l ON true"
-        f" WHERE b.slot_id = $1 AND r.to_state = {RESERVED}",
+        f"   AND x.to_state <> {RESERVED} ORDER BY x.id LIMIT 1) l ON true"
+        f" WHERE b.slot_id = $1 AND r.to_state = {RESERVED} AND r.from_state IS DISTINCT FROM {RESERVED}",
         slot_id,
     )
-    if row is None or row["mean"] is None:
-        return None
-    return policy.seconds_per_place(float(row["mean"]), int(row["ended"]), int(row["released"]), capacity)
+    assert row is not None  # an aggregate: one row, even for a slot with no record
+    per_place = (
+        None
+        if row["mean"] is None
+        else policy.seconds_per_place(float(row["mean"]), int(row["ended"]), int(row["released"]), capacity)
+    )
+    full = int(row["occupied"]) >= capacity
+    release = row["next_release"]
+    return _QueuePace(per_place, float(release) if full and release is not None else None)

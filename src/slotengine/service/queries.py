@@ -41,7 +41,8 @@ S = BookingState
 SCAN_PER_SLOT = 4
 
 _SLOT_COLUMNS = (
-    "s.id, s.resource, s.starts_at, s.ends_at, s.capacity, s.hold_seconds, s.closed, now() AS db_now"
+    "s.id, s.resource, s.starts_at, s.ends_at, s.capacity, s.hold_seconds, s.closed,"
+    " s.max_extensions, s.max_hold_seconds, now() AS db_now"
 )
 # Occupying bookings are exactly those with a unit (a CHECK constraint says so), which lets the
 # partial index on (slot_id, unit) answer; waiting ones use the queue's partial index.
@@ -75,6 +76,8 @@ async def create_slot(engine: Engine, caller: Caller, spec: policy.SlotSpec) -> 
         ends_at=spec.ends_at,
         capacity=spec.capacity,
         hold_seconds=spec.hold_seconds,
+        max_extensions=spec.max_extensions,
+        max_hold_seconds=spec.max_hold_seconds,
     )
     await settle_slot(engine, slot.id)  # writes the Redis mirror
     return SlotView(
@@ -88,6 +91,8 @@ async def create_slot(engine: Engine, caller: Caller, spec: policy.SlotSpec) -> 
         held=0,
         confirmed=0,
         queue_length=0,
+        max_extensions=slot.max_extensions,
+        max_hold_seconds=slot.max_hold_seconds,
     )
 
 

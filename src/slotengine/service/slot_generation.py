@@ -18,8 +18,9 @@ from slotengine.service.views import Caller, SlotView
 log = logging.getLogger(__name__)
 
 _INSERT_SLOTS = (
-    "INSERT INTO slots (id, resource, starts_at, ends_at, capacity, hold_seconds)"
-    " SELECT id, $1, starts_at, ends_at, $2, $3"
+    "INSERT INTO slots (id, resource, starts_at, ends_at, capacity, hold_seconds, max_extensions,"
+    " max_hold_seconds)"
+    " SELECT id, $1, starts_at, ends_at, $2, $3, $7, $8"
     " FROM unnest($4::uuid[], $5::timestamptz[], $6::timestamptz[]) AS t (id, starts_at, ends_at)"
 )
 
@@ -43,6 +44,8 @@ async def create_slots(
                     ids,
                     [t.starts_at for t in times],
                     [t.ends_at for t in times],
+                    pattern.max_extensions,
+                    pattern.max_hold_seconds,
                 ],
             )
             # Mirrored before commit: until then nobody can see these slots, so no reservation can
@@ -66,6 +69,8 @@ async def create_slots(
             held=0,
             confirmed=0,
             queue_length=0,
+            max_extensions=pattern.max_extensions,
+            max_hold_seconds=pattern.max_hold_seconds,
         )
         for slot_id, t in zip(ids, times, strict=True)
     ]

@@ -26,7 +26,7 @@ from slotengine.domain.states import BookingState, Event
 from slotengine.metrics import lateness_fields
 from slotengine.redis.connection import on_cluster
 from slotengine.redis.keys import expiry_lateness_key
-from slotengine.service.announcements import Change, SlotAnnouncement
+from slotengine.service.announcements import Change, SlotAnnouncement, SlotTerms
 from slotengine.service.engine import Engine
 from slotengine.service.mirror import MirrorOp, apply_to_mirror, drop_mirror, mirror_ops, rebuild_mirror
 from slotengine.service.state_sql import PENDING
@@ -68,6 +68,8 @@ class SlotTransaction:
     places: dict[str, int] = field(default_factory=dict)
     # The rows of slot_transaction's `read`, when they were current as the lock was granted.
     lock_read: list[dict[str, Any]] | None = None
+    # The slot's own terms as an admin changed them here (announced, with a version of their own).
+    terms: SlotTerms | None = None
 
     @property
     def slot_key(self) -> str:
@@ -91,6 +93,7 @@ class SlotTransaction:
         reason: str | None = None,
         fence: int | None = None,
         position: int | None = None,
+        expires_at: datetime | None = None,
     ) -> None:
         """Write one audit row, in this transaction, for a change already made."""
         await _driver(self.conn).execute(
@@ -104,7 +107,7 @@ class SlotTransaction:
             reason,
             fence,
         )
-        self.changes.append(Change(str(booking_id), from_state, to_state, event, position))
+        self.changes.append(Change(str(booking_id), from_state, to_state, event, position, expires_at))
 
     def unit_released(self, unit: int | None) -> None:
         """Keep the snapshot true after a booking in this transaction gave up its unit."""
@@ -112,12 +115,17 @@ class SlotTransaction:
             self.taken.remove(unit)
 
     def announcement(self) -> SlotAnnouncement:
-        return SlotAnnouncement(self.slot_key, self.version, tuple(self.changes))
+        return SlotAnnouncement(self.slot_key, self.version, tuple(self.changes), self.terms)
+
+    @property
+    def announces(self) -> bool:
+        """Whether this transaction changed anything listeners are told about."""
+        return bool(self.changes) or self.terms is not None
 
     async def finish(self) -> None:
         """Bump the slot's version and write its queue length, then bring the mirror along."""
         locked_version = self.version
-        if self.changes and not self.version_written:
+        if self.announces and not self.version_written:
             bumped = await self.fetch_one(
                 "UPDATE slots SET version = version + 1, waiting = $2 WHERE id = $1 RETURNING version",
                 self.slot_id,
@@ -300,10 +308,10 @@ async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
     schedules = [expire_hold_schedule(*hold) for hold in tx.holds_granted]
     if tx.queue_joined:
         schedules.append(settle_slot_schedule(tx.slot_id, tx.starts_at))
-    if not schedules and not tx.changes:
+    if not schedules and not tx.announces:
         return
     try:
-        announcement = tx.announcement().to_json() if tx.changes else None
+        announcement = tx.announcement().to_json() if tx.announces else None
         # One Redis: one round trip. A cluster pipeline splits the timers and metrics per node
         # but refuses PUBLISH, so there the announcement goes alongside it.
         separate = on_cluster(engine.redis)

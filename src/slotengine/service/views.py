@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from slotengine.domain.policy import DEFAULT_MAX_EXTENSIONS
 from slotengine.domain.states import BookingState
 
 
@@ -22,6 +23,8 @@ class SlotView:
     held: int
     confirmed: int
     queue_length: int
+    max_extensions: int = DEFAULT_MAX_EXTENSIONS
+    max_hold_seconds: int | None = None  # the slot's own cap; None: policy's default
 
     @property
     def available(self) -> int:
@@ -41,6 +44,8 @@ class SlotView:
             held=int(row["held"]),
             confirmed=int(row["confirmed"]),
             queue_length=queue_length,
+            max_extensions=row["max_extensions"],
+            max_hold_seconds=row["max_hold_seconds"],
         )
 
 

@@ -14,6 +14,8 @@ class Slot(Model):
     capacity = fields.IntField()
     hold_seconds = fields.IntField()
     closed = fields.BooleanField(default=False)
+    max_extensions = fields.IntField(default=1)
+    max_hold_seconds = fields.IntField(null=True)  # None: 3 x hold_seconds (policy.hold_cap_seconds)
     fence = fields.BigIntField(default=0)
     version = fields.BigIntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
