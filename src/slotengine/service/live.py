@@ -396,3 +396,22 @@ async def watch_queue_position(
 async def seconds_per_place(slot_id: UUID, capacity: int) -> float | None:
     """The slot's measured time per queue place (see policy.seconds_per_place), as of now."""
     return (await replay.hold_record(slot_id, replay.LATEST)).seconds_per_place(capacity)
+
+
+async def slot_since(engine: Engine, slot_id: UUID, since: int) -> list[tuple[SlotView, int]]:
+    """The slot after each change from version `since` on, with its version: what a slotStatus
+    subscriber resuming there is replayed."""
+    snapshot = await _slot_snapshot(slot_id)
+    if snapshot is None:
+        raise SlotNotFound(str(slot_id))
+    return await _slot_steps(engine, slot_id, *snapshot, since=since)
+
+
+async def booking_since(
+    engine: Engine, caller: Caller, booking_id: str, since: int
+) -> list[tuple[BookingView, int]]:
+    """The booking as of version `since` (when it existed then), then after each change of its
+    slot from there on, with the version: what bookingUpdates and queuePosition resume from."""
+    snapshot = await _booking_snapshot(caller, booking_id, ahead=True)
+    steps = await _booking_steps(engine, snapshot, since, with_record=False)
+    return [(step.view, step.version) for step in steps]
