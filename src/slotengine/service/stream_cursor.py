@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from uuid import UUID
 
@@ -20,6 +21,8 @@ _BODY = re.compile(r"([0-9a-f]{32}):(0|[1-9][0-9]{0,18})")
 _MAX_VERSION = 2**63 - 1  # a bigint
 
 
+# Every listener of a slot stamps each change with the same cursor: made once, not per listener.
+@functools.lru_cache(maxsize=4096)
 def encode(slot_id: UUID, version: int) -> str:
     """The cursor of `slot_id` at `version`."""
     return base64.urlsafe_b64encode(f"{slot_id.hex}:{version}".encode()).rstrip(b"=").decode()
