@@ -12,7 +12,17 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench import expiry, fanout, hot_slot, many_slots, operator_view, queue_length, read_flood, reserve
+from bench import (
+    expiry,
+    fanout,
+    hot_slot,
+    many_slots,
+    operator_view,
+    queue_length,
+    read_flood,
+    reserve,
+    resume,
+)
 
 # Each takes `quick`: fewer rounds and smaller sizes, for a look in a minute or two.
 SCENARIOS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
@@ -24,6 +34,7 @@ SCENARIOS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
     "expiry": lambda quick: expiry.run(),
     "fanout": lambda quick: fanout.run(),
     "read_flood": lambda quick: read_flood.run(),
+    "resume": lambda quick: resume.run(quick=quick),
 }
 
 

@@ -48,8 +48,9 @@ _ADMIT = (
     "         $6 FROM slot"
     "  RETURNING id, state, fence, expires_at),"
     " audit AS ("
-    "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
-    "  SELECT id, NULL, state, $7, $3, fence FROM booking)"
+    "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
+    "   slot_version)"
+    "  SELECT id, NULL, state, $7, $3, fence, $2, 0 FROM booking)"
     " SELECT id, state, expires_at FROM booking"
 )
 

@@ -33,8 +33,9 @@ _BULK_QUEUE = (
     "  SELECT gen_random_uuid(), $1, $2 || n, $3, 'k' FROM generate_series(1, $4::integer) AS n"
     "  ORDER BY n RETURNING id, holder, state),"
     " audit AS ("
-    "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor)"
-    "  SELECT id, NULL, state, $5, holder FROM booking)"
+    # Written behind the engine's back at no version of the slot's (0): not a resumable trail.
+    "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, slot_id, slot_version)"
+    "  SELECT id, NULL, state, $5, holder, $1, 0 FROM booking)"
     " INSERT INTO idempotency_keys (holder, key, slot_id, booking_id) SELECT holder, 'k', $1, id FROM booking"
 )
 

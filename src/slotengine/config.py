@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         normalize_allowed_origins(origins)  # raises ValueError naming the bad entry
         return origins
 
+    resume_window_versions: int = Field(
+        default=10_000,
+        ge=0,
+        description="how many of a slot's latest changes a subscription started with `after` may replay;"
+        " a cursor further behind answers CursorExpired and the current state",
+    )
     sweep_interval_seconds: float = Field(default=2.0, gt=0, description="backstop sweep period")
     scheduler_tick_seconds: float = Field(
         default=1.0,

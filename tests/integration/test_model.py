@@ -18,7 +18,11 @@ Redis, against an in-memory model of a few fresh slots (capacity 1..3). After ev
   1..n in FIFO order;
 - the slot's pub/sub announcements come with every version, and applying them the way
   subscribers do (`service.live`) gives the model's states, positions, counts, capacity and
-  closed flag.
+  closed flag;
+- resuming from the last checked version, as a subscription started `after` that cursor does,
+  replays from the audit trail exactly what the announcements showed, version by version: the
+  slot's counts and terms, and the state, place in the queue and hold of every booking that moved
+  or waited.
 
 Driving async code from Hypothesis's synchronous state machine: Tortoise's pool (asyncpg) and the
 engine's Redis client belong to the session's event loop; their connections cannot be used from
@@ -96,7 +100,7 @@ from slotengine.service import expiry, extension, queries, reservations, slot_ad
 from slotengine.service.engine import Engine
 from slotengine.service.events import SlotAnnouncement
 from slotengine.service.expiry import ExpiryOutcome
-from slotengine.service.live import apply_to_booking, apply_to_slot
+from slotengine.service.live import apply_to_booking, apply_to_slot, booking_since, slot_since
 from slotengine.service.unit_of_work import SYSTEM_ACTOR
 from slotengine.service.views import BookingView, Caller, SlotView
 from tests.integration.conftest import new_slot, sql
@@ -112,6 +116,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOLD_SECONDS = 3600  # nothing lapses by itself during an example: the rules move the clock
 CALL_TIMEOUT = 60.0  # seconds a single service call may take before the test gives up on it
 ANNOUNCEMENT_TIMEOUT = 5.0  # seconds to wait for an announcement that is due
+REPLAYED_PER_STEP = 3  # bookings of a slot whose replay is checked after a step
 
 
 async def attempt(awaitable: Awaitable[T]) -> T | DomainError:
@@ -176,6 +181,16 @@ class Listener:
         taken = {slot_id: sorted(self.received[slot_id], key=lambda a: a.version) for slot_id in wanted}
         self.received.update({slot_id: [] for slot_id in wanted})
         return taken
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What the announcements showed a subscriber at one version of a slot."""
+
+    version: int
+    slot: SlotView
+    bookings: dict[str, BookingView]
+    moved: frozenset[str]  # bookings this version changed
 
 
 # --- the model ---------------------------------------------------------------------------------
@@ -888,7 +903,9 @@ class ReservationMachine(RuleBasedStateMachine):
             mine = [by_id[b.id] for b in model.of_slot(index)]
             self.check_slot(model_slot, mine, slot_by_id[model_slot.id])
             self.check_fifo_in_audit(model_slot, mine)
-            self.check_announcements(index, announcements[model_slot.id], slot_by_id[model_slot.id])
+            seen = self.announced[index][0]
+            shown = self.check_announcements(index, announcements[model_slot.id], slot_by_id[model_slot.id])
+            await self.check_resumption(model_slot.id, seen, shown)
             meta, holds, queue = mirror[3 * index : 3 * index + 3]
             self.check_mirror(model_slot, mine, meta, holds, queue)
 
@@ -988,14 +1005,16 @@ class ReservationMachine(RuleBasedStateMachine):
 
     def check_announcements(
         self, slot: int, announcements: list[SlotAnnouncement], slot_row: dict[str, Any]
-    ) -> None:
+    ) -> list[Shown]:
         """Applying the slot's announcements (live.py's way) gives the model's state.
 
         Versions come one by one, none missing; each booking's state, queue position and hold,
-        and the slot's counts, follow from the announcements alone.
+        and the slot's counts, follow from the announcements alone. Returns what a subscriber was
+        shown: as of the last check, then at each version announced since.
         """
         model_slot = self.model.slots[slot]
         seen, slot_view, bookings = self.announced[slot]
+        shown = [Shown(seen, slot_view, dict(bookings), frozenset())]
         versions = [a.version for a in announcements]
         assert versions == list(range(seen + 1, slot_row["version"] + 1)), (
             f"slot {model_slot.id}: after version {seen}, announced {versions}; now {slot_row['version']}"
@@ -1010,6 +1029,8 @@ class ReservationMachine(RuleBasedStateMachine):
             for booking_id, view in bookings.items():
                 bookings[booking_id] = apply_to_booking(view, announcement)
             slot_view = apply_to_slot(slot_view, announcement)
+            moved = frozenset(change.booking_id for change in announcement.changes)
+            shown.append(Shown(announcement.version, slot_view, dict(bookings), moved))
         self.announced[slot] = (slot_row["version"], slot_view, bookings)
 
         mine = self.model.of_slot(slot)
@@ -1032,6 +1053,35 @@ class ReservationMachine(RuleBasedStateMachine):
         )
         terms = (model_slot.capacity, model_slot.closed)
         assert (slot_view.capacity, slot_view.closed) == terms, f"announced {slot_view}, the model {terms}"
+        return shown
+
+    async def check_resumption(self, slot_id: str, seen: int, shown: list[Shown]) -> None:
+        """Resuming after the last checked version replays, from the audit trail, what the
+        announcements showed at each version since (service/live.py's replay, as a subscription
+        started `after` that version's cursor gets it)."""
+        if len(shown) == 1:
+            return  # nothing changed since the last check
+        replayed = await slot_since(self.engine, UUID(slot_id), seen)
+        assert [version for _, version in replayed] == [s.version for s in shown[1:]]
+        for (view, version), expected in zip(replayed, shown[1:], strict=True):
+            counts = (expected.slot.held, expected.slot.confirmed, expected.slot.queue_length)
+            terms = (expected.slot.capacity, expected.slot.closed)
+            assert (view.held, view.confirmed, view.queue_length) == counts, (
+                f"slot {slot_id} replayed at {version} as {view}, announced as {expected.slot}"
+            )
+            assert (view.capacity, view.closed) == terms, (
+                f"slot {slot_id} replayed at {version} as {view}, announced as {expected.slot}"
+            )
+        # The bookings that waited while others moved (their place in the queue), then those that
+        # moved; a few per step keeps the check cheap, and over the steps every kind comes up.
+        waited = sorted(b for b, view in shown[0].bookings.items() if view.state is S.PENDING)
+        moved = sorted({b for s in shown for b in s.moved} - set(waited))
+        for booking_id in (waited + moved)[:REPLAYED_PER_STEP]:
+            steps = await booking_since(self.engine, self.admin, booking_id, seen)
+            expected_steps = [(s.version, s.bookings[booking_id]) for s in shown if booking_id in s.bookings]
+            got = [(v, b.state, b.queue_position, b.expires_at is not None) for b, v in steps]
+            want = [(v, b.state, b.queue_position, b.expires_at is not None) for v, b in expected_steps]
+            assert got == want, f"booking {booking_id} replayed from {seen}: {got}, announced {want}"
 
     def check_mirror(
         self,

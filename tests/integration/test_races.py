@@ -26,7 +26,9 @@ After each round PostgreSQL is the judge:
    is a promotion (same slot transaction: nothing else can take the lock in between). Hence the
    exact count: promotions == units freed while someone was waiting, one promotion per freed
    unit, never a second one, never a newcomer first. The replay ends in the states PostgreSQL
-   holds, and every answer the callers got matches the trail.
+   holds, and every answer the callers got matches the trail;
+4. the round replays from the slot's creation as a resuming subscription gets it: a step per
+   version, none missing, never over capacity, ending in PostgreSQL's state; waiters only move up.
 
 Size: capacity 1 and 5, ROUNDS each (SLOTENGINE_RACE_ROUNDS, default 10: 20 rounds and 20,000
 reservations in all); the figures are printed per round and per capacity (`pytest -rA` shows them).
@@ -49,7 +51,7 @@ import pytest
 from slotengine.domain.errors import DomainError
 from slotengine.domain.states import BookingState
 from slotengine.redis import scripts
-from slotengine.service import queries
+from slotengine.service import live, queries
 from slotengine.service.engine import Engine
 from slotengine.service.reservations import cancel_booking, confirm_booking, reserve_slot
 from slotengine.service.views import BookingView, Caller
@@ -199,6 +201,7 @@ async def run_round(engine: Engine, capacity: int, round_no: int, seed: int) -> 
     waiting = await check_queue(engine, slot_id)
     trail = await check_audit_trail(slot_id, capacity, rnd.answers)
     await check_mirror(engine, slot_id)
+    await check_resumable(engine, slot_id, capacity)
     figures = {
         "burst_s": round(burst, 2),
         "churn_s": round(elapsed - burst, 2),
@@ -336,6 +339,32 @@ async def check_mirror(engine: Engine, slot_id: str) -> None:
         slot_id,
     )
     assert (live + lapsed, confirmed, waiting) == (rows[0]["held"], rows[0]["confirmed"], rows[0]["waiting"])
+
+
+async def check_resumable(engine: Engine, slot_id: str, capacity: int) -> None:
+    """The round, replayed from the slot's creation as a subscription resuming there would get it:
+    one step per version with none missing (every transaction, batched or retried, wrote its audit
+    rows at the version it committed), never over capacity, ending in the state PostgreSQL holds;
+    a waiter's place, replayed, only ever moves up and ends where the service says it is."""
+    steps = await live.slot_since(engine, UUID(slot_id), 0)
+    current = await queries.get_slot(engine, slot_id)
+    assert current is not None
+    assert [version for _, version in steps] == list(range(1, len(steps) + 1))
+    assert all(v.held + v.confirmed <= capacity and v.queue_length >= 0 for v, _ in steps)
+    last = steps[-1][0]
+    assert (last.held, last.confirmed, last.queue_length) == (
+        current.held,
+        current.confirmed,
+        current.queue_length,
+    )
+    pending = await sql(
+        "SELECT id FROM bookings WHERE slot_id = $1 AND state = 'PENDING' ORDER BY queue_seq", slot_id
+    )
+    for place, row in list(enumerate(pending, start=1))[:: max(1, len(pending) // 5)]:
+        replayed = await live.booking_since(engine, ADMIN, str(row["id"]), 0)
+        places = [view.queue_position for view, _ in replayed]
+        assert places[-1] == place and all(p is not None for p in places), places[-5:]
+        assert places == sorted(places, reverse=True), "a waiter moved back in the queue"
 
 
 @pytest.mark.slow

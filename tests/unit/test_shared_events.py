@@ -10,13 +10,18 @@ from slotengine.api.schema import schema
 from slotengine.api.shared_events import SharedEventExecutor, shared_slot
 from slotengine.api.types import QueuePosition
 from slotengine.domain.states import BookingState
-from slotengine.service.views import QueuePositionView, SlotView
+from slotengine.service.views import LiveMessage, QueuePositionView, SlotView
 
 STATUS = "subscription($s: ID!) { slotStatus(slotId: $s) { held queueLength } }"
 STARTS = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
 
-def _view(held: int) -> SlotView:
+def _view(held: int, cursor: str = "c1") -> LiveMessage[SlotView]:
+    """The slot with `held` holds, as a subscription message at `cursor`."""
+    return LiveMessage(_slot(held), cursor)
+
+
+def _slot(held: int) -> SlotView:
     return SlotView(
         id="s1",
         resource="chair",
@@ -46,6 +51,9 @@ def _run(document: object, event: object, slot_id: str = "s1") -> ExecutionResul
 def test_equal_states_share_one_slot_object() -> None:
     assert shared_slot(_view(1)) is shared_slot(_view(1))
     assert shared_slot(_view(1)) is not shared_slot(_view(2))
+    # The cursor is part of the message: another version of the same counts is another object.
+    assert shared_slot(_view(1)) is not shared_slot(_view(1, cursor="c2"))
+    assert shared_slot(_view(1, cursor="c2")).cursor == "c2"
 
 
 def test_listeners_of_one_event_share_one_result() -> None:

@@ -82,6 +82,15 @@ class TooManyBookings(Error):
     limit: int
 
 
+@strawberry.type(
+    description="A subscription's `after` cursor could not be resumed from: older than the changes "
+    "kept for resuming, not a cursor the engine gave out, or of another slot. The message carrying "
+    "it shows the current state; the subscription goes on live from there."
+)
+class CursorExpired(Error):
+    pass
+
+
 def error_member(exc: domain.DomainError) -> Any:
     """The GraphQL member that tells the client what `exc` means."""
     match exc:
@@ -117,4 +126,6 @@ def error_member(exc: domain.DomainError) -> Any:
             return RateLimited(message=exc.message, retry_after_seconds=exc.retry_after_seconds)
         case domain.TooManyBookings():
             return TooManyBookings(message=exc.message, limit=exc.limit)
+        case domain.CursorExpired():
+            return CursorExpired(message=exc.message)
     raise TypeError(f"no GraphQL member for {exc!r}")  # pragma: no cover

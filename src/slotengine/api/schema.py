@@ -443,32 +443,49 @@ async def _live(updates: AsyncIterator[T], present: Callable[[T], Any]) -> Async
             gc_policy.POLICY.subscription_ended()
 
 
+# A cursor of any message of the slot's subscriptions; see the `cursor` fields.
+After = Annotated[
+    str | None,
+    strawberry.argument(
+        description="Resume after this cursor (the `cursor` of a message received before): every "
+        "change since is replayed, in order, then the subscription goes live, missing and repeating "
+        "nothing. A cursor that cannot be resumed from gives one message with `cursorExpired` and the "
+        "current state, then live. Without it the first message is the current state."
+    ),
+]
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(description="The slot now, then after every change, in order.")
-    async def slot_status(self, info: Info, slot_id: strawberry.ID) -> AsyncGenerator[Slot, None]:
+    async def slot_status(
+        self, info: Info, slot_id: strawberry.ID, after: After = None
+    ) -> AsyncGenerator[Slot, None]:
         ctx = info.context
-        async for slot in _live(live.watch_slot(ctx.engine, ctx.hub, str(slot_id)), shared_slot):
+        watcher = live.watch_slot(ctx.engine, ctx.hub, str(slot_id), after)
+        async for slot in _live(watcher, shared_slot):
             yield slot
 
     @strawberry.subscription(
         description="Your place in the queue on every move, then the hold you are offered."
     )
     async def queue_position(
-        self, info: Info, booking_id: strawberry.ID
+        self, info: Info, booking_id: strawberry.ID, after: After = None
     ) -> AsyncGenerator[QueuePosition, None]:
         ctx = info.context
-        watcher = live.watch_queue_position(ctx.engine, ctx.hub, ctx.require_caller(), str(booking_id))
-        async for update in _live(watcher, QueuePosition.of):
+        watcher = live.watch_queue_position(ctx.engine, ctx.hub, ctx.require_caller(), str(booking_id), after)
+        async for update in _live(watcher, QueuePosition.live):
             yield update
 
     @strawberry.subscription(
         description="Your booking now, then on every change of its state or of its hold's expiry."
     )
-    async def booking_updates(self, info: Info, booking_id: strawberry.ID) -> AsyncGenerator[Booking, None]:
+    async def booking_updates(
+        self, info: Info, booking_id: strawberry.ID, after: After = None
+    ) -> AsyncGenerator[Booking, None]:
         ctx = info.context
-        watcher = live.watch_booking(ctx.engine, ctx.hub, ctx.require_caller(), str(booking_id))
-        async for update in _live(watcher, Booking.of):
+        watcher = live.watch_booking(ctx.engine, ctx.hub, ctx.require_caller(), str(booking_id), after)
+        async for update in _live(watcher, Booking.live):
             yield update
 
 

@@ -21,7 +21,7 @@ from graphql.pyutils import AwaitableOrValue
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from slotengine.api.types import Slot
-from slotengine.service.views import SlotView
+from slotengine.service.views import LiveMessage, SlotView
 
 SHAREABLE_EVENTS: tuple[type, ...] = (Slot,)
 _RESULTS_KEPT = 512
@@ -32,9 +32,9 @@ _results: OrderedDict[tuple[int, str, int], tuple[Any, Any, AwaitableOrValue[Any
 
 
 @functools.lru_cache(maxsize=4096)
-def shared_slot(view: SlotView) -> Slot:
-    """The one Slot object for a given state, so that listeners at that state share results."""
-    return Slot.of(view)
+def shared_slot(message: LiveMessage[SlotView]) -> Slot:
+    """The one Slot object for a given state and cursor, so that listeners there share results."""
+    return Slot.live(message)
 
 
 class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):

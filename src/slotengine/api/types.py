@@ -8,15 +8,32 @@ import strawberry
 from graphql import GraphQLError
 
 from slotengine.api.context import Info
+from slotengine.api.errors import CursorExpired
 from slotengine.domain import policy
 from slotengine.domain.errors import DomainError
 from slotengine.domain.recurrence import Weekday
 from slotengine.domain.states import BookingState
 from slotengine.service import operator_views, queries
-from slotengine.service.views import BookingView, QueuePositionView, SlotView, TransitionView
+from slotengine.service.views import BookingView, LiveMessage, QueuePositionView, SlotView, TransitionView
 
 strawberry.enum(BookingState, name="BookingState")
 strawberry.enum(Weekday, name="Weekday")
+
+_CURSOR = (
+    "On subscription messages: where this message stands in its slot's history. Pass it as `after` "
+    "to slotStatus, queuePosition or bookingUpdates of the same slot to resume from here. Opaque; "
+    "null outside subscriptions."
+)
+_CURSOR_EXPIRED = (
+    "On the first message of a subscription whose `after` cursor could not be resumed from: why. "
+    "That message shows the current state; null otherwise."
+)
+
+
+def _cursor_expired(message: LiveMessage[object]) -> CursorExpired | None:
+    if message.cursor_expired is None:
+        return None
+    return CursorExpired(message=message.cursor_expired)
 
 
 @strawberry.type
@@ -36,6 +53,16 @@ class Slot:
     max_hold_seconds: int = strawberry.field(
         description="How long one hold may last in all, extensions included (default 3 x holdSeconds)."
     )
+    cursor: str | None = strawberry.field(default=None, description=_CURSOR)
+    cursor_expired: CursorExpired | None = strawberry.field(default=None, description=_CURSOR_EXPIRED)
+
+    @classmethod
+    def live(cls, message: LiveMessage[SlotView]) -> Slot:
+        """A subscription message: the slot with its cursor."""
+        slot = cls.of(message.view)
+        slot.cursor = message.cursor
+        slot.cursor_expired = _cursor_expired(message)  # type: ignore[arg-type]
+        return slot
 
     @classmethod
     def of(cls, view: SlotView) -> Slot:
@@ -116,6 +143,8 @@ class Booking:
         description="Place in the slot's queue while PENDING; 1 is next in line."
     )
     created_at: datetime
+    cursor: str | None = strawberry.field(default=None, description=_CURSOR)
+    cursor_expired: CursorExpired | None = strawberry.field(default=None, description=_CURSOR_EXPIRED)
 
     @strawberry.field(
         description="Every transition of this booking, oldest first; an admin's actions name the "
@@ -127,6 +156,14 @@ class Booking:
         except DomainError as refusal:
             raise GraphQLError(refusal.message, extensions={"code": type(refusal).__name__}) from None
         return [Transition.of(t) for t in queries.as_seen_by(trail, self.holder, info.context.caller)]
+
+    @classmethod
+    def live(cls, message: LiveMessage[BookingView]) -> Booking:
+        """A subscription message: the booking with its cursor."""
+        booking = cls.of(message.view)
+        booking.cursor = message.cursor
+        booking.cursor_expired = _cursor_expired(message)  # type: ignore[arg-type]
+        return booking
 
     @classmethod
     def of(cls, view: BookingView) -> Booking:
@@ -213,6 +250,16 @@ class QueuePosition:
     ahead: int | None
     estimated_wait_seconds: float | None
     expires_at: datetime | None
+    cursor: str | None = strawberry.field(default=None, description=_CURSOR)
+    cursor_expired: CursorExpired | None = strawberry.field(default=None, description=_CURSOR_EXPIRED)
+
+    @classmethod
+    def live(cls, message: LiveMessage[QueuePositionView]) -> QueuePosition:
+        """A subscription message: the place in the queue with its cursor."""
+        update = cls.of(message.view)
+        update.cursor = message.cursor
+        update.cursor_expired = _cursor_expired(message)  # type: ignore[arg-type]
+        return update
 
     @classmethod
     def of(cls, view: QueuePositionView) -> QueuePosition:

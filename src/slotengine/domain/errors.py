@@ -91,3 +91,12 @@ class Busy(DomainError):
     def __init__(self, retry_after_seconds: float) -> None:
         super().__init__("the engine is busy with other reads; try again shortly")
         self.retry_after_seconds = retry_after_seconds
+
+
+class CursorExpired(DomainError):
+    """A subscription's `after` cursor cannot be resumed from: older than what is kept, not a
+    cursor the engine gave out, or of another slot. The subscription goes on from the current state."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"cannot resume after this cursor ({why}): here is the current state")
+        self.why = why

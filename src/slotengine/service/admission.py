@@ -225,8 +225,9 @@ async def _insert(
         "   $10::text[]) AS t (id, holder, state, unit, hold_number, expires_at, key)"
         f"  RETURNING {BOOKING_COLUMNS}),"
         " audit AS ("
-        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
-        "  SELECT b.id, NULL, b.state, e.event, b.holder, b.fence"
+        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
+        "   slot_version)"
+        "  SELECT b.id, NULL, b.state, e.event, b.holder, b.fence, $1, (SELECT version FROM slot)"
         "  FROM booking b JOIN unnest($4::uuid[], $11::text[]) AS e (id, event) ON e.id = b.id"
         # In admission order (queue_seq follows it): a merge join would otherwise write a big
         # batch's audit rows in booking-id order, and the trail would not replay.

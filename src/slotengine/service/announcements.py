@@ -33,6 +33,26 @@ class SlotTerms:
     max_extensions: int
     max_hold_seconds: int | None  # the slot's own cap; None: the policy's default
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity,
+            "holdSeconds": self.hold_seconds,
+            "closed": self.closed,
+            "maxExtensions": self.max_extensions,
+            "maxHoldSeconds": self.max_hold_seconds,
+        }
+
+    @classmethod
+    def of_dict(cls, data: dict[str, Any]) -> SlotTerms:
+        """Read what to_dict wrote; KeyError when a term is missing."""
+        return cls(
+            capacity=int(data["capacity"]),
+            hold_seconds=int(data["holdSeconds"]),
+            closed=bool(data["closed"]),
+            max_extensions=int(data["maxExtensions"]),
+            max_hold_seconds=data["maxHoldSeconds"],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SlotAnnouncement:
@@ -61,13 +81,7 @@ class SlotAnnouncement:
             ],
         }
         if self.terms is not None:
-            data["terms"] = {
-                "capacity": self.terms.capacity,
-                "holdSeconds": self.terms.hold_seconds,
-                "closed": self.terms.closed,
-                "maxExtensions": self.terms.max_extensions,
-                "maxHoldSeconds": self.terms.max_hold_seconds,
-            }
+            data["terms"] = self.terms.to_dict()
         return json.dumps(data)
 
     @classmethod
@@ -89,13 +103,5 @@ class SlotAnnouncement:
                 )
                 for c in data["changes"]
             ),
-            terms=SlotTerms(
-                capacity=int(terms["capacity"]),
-                hold_seconds=int(terms["holdSeconds"]),
-                closed=bool(terms["closed"]),
-                max_extensions=int(terms["maxExtensions"]),
-                max_hold_seconds=terms["maxHoldSeconds"],
-            )
-            if terms
-            else None,
+            terms=SlotTerms.of_dict(terms) if terms else None,
         )

@@ -27,6 +27,7 @@ class Engine:
     reserve_rate_per_minute: int = 0  # per holder; 0 = no limit
     read_rate_per_minute: int = 0  # per client (holder or address); 0 = no limit
     live_bookings_per_holder: int = 0  # holds and waits at once; 0 = no cap
+    resume_window_versions: int = 10_000  # changes a resumed subscription may replay
     read_gate: ReadGate = field(default_factory=lambda: ReadGate(connections=5, wait_seconds=2.0))
     # This process's batches of concurrent reservations, per slot (see service/combining.py).
     reservations: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
@@ -48,6 +49,7 @@ async def open_engine(settings: Settings) -> Engine:
         reserve_rate_per_minute=settings.reserve_rate_per_minute,
         read_rate_per_minute=settings.read_rate_per_minute,
         live_bookings_per_holder=settings.live_bookings_per_holder,
+        resume_window_versions=settings.resume_window_versions,
         read_gate=ReadGate(settings.read_db_connections, settings.read_wait_seconds),
     )
 
@@ -59,6 +61,7 @@ def engine_on(
     reserve_rate_per_minute: int = 0,
     read_rate_per_minute: int = 0,
     live_bookings_per_holder: int = 0,
+    resume_window_versions: int = 10_000,
     read_gate: ReadGate | None = None,
 ) -> Engine:
     """An engine over an open Redis client (the database pool is opened separately)."""
@@ -71,6 +74,7 @@ def engine_on(
         reserve_rate_per_minute=reserve_rate_per_minute,
         read_rate_per_minute=read_rate_per_minute,
         live_bookings_per_holder=live_bookings_per_holder,
+        resume_window_versions=resume_window_versions,
         read_gate=read_gate or ReadGate(connections=5, wait_seconds=2.0),
     )
 

@@ -49,8 +49,9 @@ async def settle(tx: SlotTransaction) -> None:
         f"  WHERE slot_id = $1 AND state = {RESERVED} AND expires_at <= now()"
         "  RETURNING id, fence, EXTRACT(EPOCH FROM clock_timestamp() - expires_at) AS late),"
         " audit AS ("
-        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
-        f"  SELECT id, {RESERVED}, $2, $3, $4, fence FROM lapsed RETURNING booking_id)"
+        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
+        "   slot_version)"
+        f"  SELECT id, {RESERVED}, $2, $3, $4, fence, $1, $5 FROM lapsed RETURNING booking_id)"
         " SELECT"
         "  ARRAY(SELECT booking_id FROM audit) AS expired,"
         "  ARRAY(SELECT late FROM lapsed) AS lateness,"
@@ -60,6 +61,7 @@ async def settle(tx: SlotTransaction) -> None:
         _EXPIRED_BY_TTL,
         Event.EXPIRE.value,
         SYSTEM_ACTOR,
+        tx.change_version,
     )
     assert row is not None
     tx.taken = list(row["taken"])
@@ -79,13 +81,15 @@ async def _lapse_queue(tx: SlotTransaction) -> None:
         "WITH lapsed AS ("
         "  UPDATE bookings SET state = $2, updated_at = now()"
         f"  WHERE slot_id = $1 AND state = {PENDING} RETURNING id)"
-        " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason)"
-        f" SELECT id, {PENDING}, $2, $3, $4, 'the slot started' FROM lapsed"
+        " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason, slot_id,"
+        "  slot_version)"
+        f" SELECT id, {PENDING}, $2, $3, $4, 'the slot started', $1, $5 FROM lapsed"
         " RETURNING booking_id",
         tx.slot_id,
         _LAPSED_IN_QUEUE,
         Event.LAPSE.value,
         SYSTEM_ACTOR,
+        tx.change_version,
     )
     for row in lapsed:
         tx.changes.append(
@@ -112,8 +116,9 @@ async def promote(tx: SlotTransaction) -> None:
             "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
             "   fence = (SELECT fence FROM fence)"
             f"  WHERE id = $1 AND state = {PENDING} RETURNING id, fence)"
-            " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
-            f" SELECT id, {PENDING}, $3, $6, $7, fence FROM promoted RETURNING fence",
+            " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
+            "  slot_version)"
+            f" SELECT id, {PENDING}, $3, $6, $7, fence, $2, $8 FROM promoted RETURNING fence",
             booking_id,
             tx.slot_id,
             _PROMOTED,
@@ -121,6 +126,7 @@ async def promote(tx: SlotTransaction) -> None:
             expires_at,
             Event.PROMOTE.value,
             SYSTEM_ACTOR,
+            tx.change_version,
         )
         assert row is not None  # the slot lock keeps the queue as we read it
         tx.taken.append(unit)

@@ -8,6 +8,7 @@ use. Every change of the slot's terms is announced on its channel with a version
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -81,10 +82,11 @@ async def _close(engine: Engine, caller: Caller, slot_id: UUID, reason: str) -> 
         await settle(tx)
         if tx.closed:
             return  # closed already: nothing to announce
+        previous = await _terms(tx)
         await tx.conn.execute_query("UPDATE slots SET closed = true WHERE id = $1", [slot_id])
         tx.closed = True
         await _expire_queue(tx, caller.holder, reason)
-        await _changed_terms(tx)
+        await _changed_terms(tx, previous)
 
 
 @retry_conflicts
@@ -93,24 +95,22 @@ async def _reopen(engine: Engine, slot_id: UUID) -> None:
         await settle(tx)
         if not tx.closed:
             return
+        previous = await _terms(tx)
         await tx.conn.execute_query("UPDATE slots SET closed = false WHERE id = $1", [slot_id])
         tx.closed = False
-        await _changed_terms(tx)
+        await _changed_terms(tx, previous)
 
 
 @retry_conflicts
 async def _update(engine: Engine, slot_id: UUID, update: SlotUpdate) -> None:
     async with slot_transaction(engine, slot_id) as tx:
         await settle(tx)
-        current = await tx.fetch_one(
-            "SELECT max_extensions, max_hold_seconds FROM slots WHERE id = $1", slot_id
-        )
-        assert current is not None
+        previous = await _terms(tx)
         capacity = tx.capacity if update.capacity is None else update.capacity
         hold_seconds = tx.hold_seconds if update.hold_seconds is None else update.hold_seconds
-        max_extensions = current["max_extensions"] if update.max_extensions is None else update.max_extensions
+        max_extensions = previous.max_extensions if update.max_extensions is None else update.max_extensions
         max_hold_seconds = (
-            current["max_hold_seconds"] if update.max_hold_seconds is None else update.max_hold_seconds
+            previous.max_hold_seconds if update.max_hold_seconds is None else update.max_hold_seconds
         )
         policy.validate_terms(capacity, hold_seconds)
         policy.validate_extension_terms(hold_seconds, max_extensions, max_hold_seconds)
@@ -130,7 +130,7 @@ async def _update(engine: Engine, slot_id: UUID, update: SlotUpdate) -> None:
         tx.capacity, tx.hold_seconds = capacity, hold_seconds
         if not policy.queue_has_lapsed(tx.starts_at, tx.now):
             await promote(tx)  # new units go to the head of the queue, one by one, each audited
-        await _changed_terms(tx)
+        await _changed_terms(tx, previous)
 
 
 async def _expire_queue(tx: SlotTransaction, actor: str, reason: str) -> None:
@@ -145,9 +145,19 @@ async def _expire_queue(tx: SlotTransaction, actor: str, reason: str) -> None:
     )
     ordered = [row["id"] for row in sorted(closed, key=lambda row: row["queue_seq"])]
     await tx.conn.execute_query(
-        "INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason)"
-        " SELECT id, $2, $3, $4, $5, $6 FROM unnest($1::uuid[]) WITH ORDINALITY AS q (id, n) ORDER BY n",
-        [ordered, BookingState.PENDING.value, _CLOSED_IN_QUEUE.value, Event.CLOSE.value, actor, reason],
+        "INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason, slot_id, slot_version)"
+        " SELECT id, $2, $3, $4, $5, $6, $7, $8"
+        " FROM unnest($1::uuid[]) WITH ORDINALITY AS q (id, n) ORDER BY n",
+        [
+            ordered,
+            BookingState.PENDING.value,
+            _CLOSED_IN_QUEUE.value,
+            Event.CLOSE.value,
+            actor,
+            reason,
+            tx.slot_id,
+            tx.change_version,
+        ],
     )
     for booking_id in ordered:
         # Each leaves from the head of what is left of the queue.
@@ -155,14 +165,24 @@ async def _expire_queue(tx: SlotTransaction, actor: str, reason: str) -> None:
     tx.waiting = 0
 
 
-async def _changed_terms(tx: SlotTransaction) -> None:
-    """Announce the slot's terms as they now are, and rebuild its mirror (capacity, closed)."""
+async def _terms(tx: SlotTransaction) -> SlotTerms:
+    """The slot's terms as they stand in this transaction."""
     row = await tx.fetch_one(
         "SELECT capacity, hold_seconds, closed, max_extensions, max_hold_seconds FROM slots WHERE id = $1",
         tx.slot_id,
     )
     assert row is not None
-    tx.terms = SlotTerms(
+    return SlotTerms(
         row["capacity"], row["hold_seconds"], row["closed"], row["max_extensions"], row["max_hold_seconds"]
+    )
+
+
+async def _changed_terms(tx: SlotTransaction, previous: SlotTerms) -> None:
+    """Announce the slot's terms as they now are, keep them in the slot's terms trail (a resuming
+    subscription replays them from there), and rebuild its mirror (capacity, closed)."""
+    tx.terms = await _terms(tx)
+    await tx.conn.execute_query(
+        "INSERT INTO slot_terms_trail (slot_id, slot_version, terms, previous) VALUES ($1, $2, $3, $4)",
+        [tx.slot_id, tx.change_version, json.dumps(tx.terms.to_dict()), json.dumps(previous.to_dict())],
     )
     tx.mirror_stale = True

@@ -75,6 +75,12 @@ class SlotTransaction:
     def slot_key(self) -> str:
         return str(self.slot_id)
 
+    @property
+    def change_version(self) -> int:
+        """The slot version this transaction's changes commit at (their audit rows carry it):
+        one above the version as locked, whether or not the bump is written yet."""
+        return self.version if self.version_written else self.version + 1
+
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return [dict(row) for row in await _driver(self.conn).fetch(sql, *args)]
 
@@ -97,8 +103,9 @@ class SlotTransaction:
     ) -> None:
         """Write one audit row, in this transaction, for a change already made."""
         await _driver(self.conn).execute(
-            "INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason, fence)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO transitions"
+            " (booking_id, from_state, to_state, event, actor, reason, fence, slot_id, slot_version)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             booking_id,
             from_state,
             to_state,
@@ -106,6 +113,8 @@ class SlotTransaction:
             actor,
             reason,
             fence,
+            self.slot_id,
+            self.change_version,
         )
         self.changes.append(Change(str(booking_id), from_state, to_state, event, position, expires_at))
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from slotengine.domain.policy import DEFAULT_MAX_EXTENSIONS
 from slotengine.domain.states import BookingState
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +88,13 @@ class Caller:
 
     holder: str
     admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMessage(Generic[V]):
+    """One message of a subscription: the view, the cursor to resume after it, and, on the first
+    message of a subscription whose `after` cursor could not be resumed from, why not."""
+
+    view: V
+    cursor: str
+    cursor_expired: str | None = None
