@@ -74,6 +74,16 @@ class TooManyBookings(Error):
     limit: int
 
 
+@strawberry.type
+class WebhookEndpointNotFound(Error):
+    endpoint_id: strawberry.ID
+
+
+@strawberry.type
+class WebhookDeliveryNotFound(Error):
+    delivery_id: strawberry.ID
+
+
 def error_member(exc: domain.DomainError) -> Any:
     """The GraphQL member that tells the client what `exc` means."""
     match exc:
@@ -103,4 +113,8 @@ def error_member(exc: domain.DomainError) -> Any:
             return RateLimited(message=exc.message, retry_after_seconds=exc.retry_after_seconds)
         case domain.TooManyBookings():
             return TooManyBookings(message=exc.message, limit=exc.limit)
+        case domain.WebhookEndpointNotFound():
+            return WebhookEndpointNotFound(message=exc.message, endpoint_id=strawberry.ID(exc.endpoint_id))
+        case domain.WebhookDeliveryNotFound():
+            return WebhookDeliveryNotFound(message=exc.message, delivery_id=strawberry.ID(exc.delivery_id))
     raise TypeError(f"no GraphQL member for {exc!r}")  # pragma: no cover

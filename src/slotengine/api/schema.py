@@ -34,6 +34,8 @@ from slotengine.api.errors import (
     SlotNotFound,
     TooManyBookings,
     ValidationError,
+    WebhookDeliveryNotFound,
+    WebhookEndpointNotFound,
     error_member,
 )
 from slotengine.api.shared_events import SharedEventExecutor, shared_slot
@@ -46,12 +48,13 @@ from slotengine.api.types import (
     SlotBatch,
     SlotPage,
 )
+from slotengine.api.webhook_types import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
 from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
 from slotengine.logs import excerpt
-from slotengine.service import live, queries, reservations, slot_generation
+from slotengine.service import live, queries, reservations, slot_generation, webhook_endpoints
 from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import admitted_read
 
@@ -86,6 +89,17 @@ CancelBookingResult = Annotated[
 CompleteBookingResult = Annotated[
     Booking | BookingNotFound | NotAuthorized | InvalidTransition | ValidationError,
     strawberry.union("CompleteBookingResult"),
+]
+CreateWebhookEndpointResult = Annotated[
+    WebhookEndpoint | ValidationError | NotAuthorized, strawberry.union("CreateWebhookEndpointResult")
+]
+DeleteWebhookEndpointResult = Annotated[
+    WebhookEndpoint | WebhookEndpointNotFound | ValidationError | NotAuthorized,
+    strawberry.union("DeleteWebhookEndpointResult"),
+]
+ReplayWebhookDeliveryResult = Annotated[
+    WebhookDelivery | WebhookDeliveryNotFound | ValidationError | NotAuthorized,
+    strawberry.union("ReplayWebhookDeliveryResult"),
 ]
 
 MAX_PAGE = 200
@@ -203,6 +217,39 @@ class Query:
         view = await _read(info, lambda: queries.get_queue_position(info.context.engine, caller, canonical))
         return QueuePosition.of(view) if view else None
 
+    @strawberry.field(description="Registered webhook endpoints, oldest first (admins only).")
+    async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
+        ctx = info.context
+        views = await _read(info, lambda: webhook_endpoints.list_endpoints(ctx.engine, ctx.require_caller()))
+        return [WebhookEndpoint.of(v) for v in views]
+
+    @strawberry.field(
+        description="The webhook delivery log, newest first (admins only); `after` takes a delivery's cursor."
+    )
+    async def webhook_deliveries(
+        self,
+        info: Info,
+        endpoint_id: strawberry.ID | None = None,
+        slot_id: strawberry.ID | None = None,
+        status: WebhookDeliveryStatus | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> list[WebhookDelivery]:
+        ctx = info.context
+        views = await _read(
+            info,
+            lambda: webhook_endpoints.list_deliveries(
+                ctx.engine,
+                ctx.require_caller(),
+                endpoint_id=None if endpoint_id is None else str(endpoint_id),
+                slot_id=None if slot_id is None else str(slot_id),
+                status=None if status is None else status.value,
+                first=max(1, min(first, MAX_PAGE)),
+                after=after,
+            ),
+        )
+        return [WebhookDelivery.of(v) for v in views]
+
 
 async def _slot_page(
     info: Info,
@@ -303,6 +350,41 @@ class Mutation:
         return await _answer(
             lambda: reservations.complete_booking(ctx.engine, ctx.require_caller(), str(booking_id)),
             Booking.of,
+        )
+
+    @strawberry.mutation(
+        description="Send every booking transition to `url`, signed (admins only). `events` lists the event "
+        "types wanted (booking.hold, booking.confirm, ...); null or empty: all. The answer carries the "
+        "signing secret, shown this once."
+    )
+    async def create_webhook_endpoint(
+        self, info: Info, url: str, events: list[str] | None = None
+    ) -> CreateWebhookEndpointResult:
+        ctx = info.context
+        return await _answer(
+            lambda: webhook_endpoints.create_endpoint(ctx.engine, ctx.require_caller(), url, events),
+            WebhookEndpoint.of,
+        )
+
+    @strawberry.mutation(
+        description="Stop sending to an endpoint; its pending deliveries are given up (admins only)."
+    )
+    async def delete_webhook_endpoint(self, info: Info, id: strawberry.ID) -> DeleteWebhookEndpointResult:
+        ctx = info.context
+        return await _answer(
+            lambda: webhook_endpoints.delete_endpoint(ctx.engine, ctx.require_caller(), str(id)),
+            WebhookEndpoint.of,
+        )
+
+    @strawberry.mutation(
+        description="Send a delivery again, same webhook-id and body, in its place in its slot's order "
+        "(admins only)."
+    )
+    async def replay_webhook_delivery(self, info: Info, id: strawberry.ID) -> ReplayWebhookDeliveryResult:
+        ctx = info.context
+        return await _answer(
+            lambda: webhook_endpoints.replay_delivery(ctx.engine, ctx.require_caller(), str(id)),
+            WebhookDelivery.of,
         )
 
 

@@ -82,3 +82,15 @@ class Busy(DomainError):
     def __init__(self, retry_after_seconds: float) -> None:
         super().__init__("the engine is busy with other reads; try again shortly")
         self.retry_after_seconds = retry_after_seconds
+
+
+class WebhookEndpointNotFound(DomainError):
+    def __init__(self, endpoint_id: str) -> None:
+        super().__init__(f"webhook endpoint {endpoint_id} does not exist")
+        self.endpoint_id = endpoint_id
+
+
+class WebhookDeliveryNotFound(DomainError):
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"webhook delivery {delivery_id} does not exist")
+        self.delivery_id = delivery_id
