@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -24,7 +25,7 @@ from slotengine.domain.webhook_policy import (
 def test_default_schedule_backs_off_exponentially_over_more_than_a_day() -> None:
     schedule = default_retry_schedule()
     assert schedule[0] == 5
-    growing = [later / earlier for earlier, later in zip(schedule, schedule[1:], strict=False)]
+    growing = [later / earlier for earlier, later in itertools.pairwise(schedule)]
     assert all(ratio == 4 for ratio in growing[:6])  # until the 12 h cap
     assert max(schedule) == 12 * 3600
     assert sum(schedule) > 24 * 3600
