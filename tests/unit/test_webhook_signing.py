@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from slotengine.domain.webhook_signing import secret_from, secret_key, sign, signed_headers, verify
@@ -56,3 +60,15 @@ def test_secret_is_whsec_and_base64_of_its_key() -> None:
         secret_from(b"short")
     with pytest.raises(ValueError, match="whsec_"):
         secret_key("abc")
+
+
+def test_the_readme_s_verification_snippet_accepts_our_signature_and_refuses_a_forgery() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    snippet = next(block for block in readme.split("```python\n")[1:] if "def verified" in block)
+    namespace: dict[str, Any] = {}
+    exec(snippet.split("```", 1)[0], namespace)
+    now = int(time.time())
+    headers = signed_headers(SECRET, MESSAGE, now, BODY)
+    assert namespace["verified"](SECRET, headers, BODY)
+    assert not namespace["verified"](SECRET, headers, BODY + b"x")
+    assert not namespace["verified"](secret_from(bytes(32)), headers, BODY)
