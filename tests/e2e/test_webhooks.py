@@ -51,8 +51,12 @@ CREATE = """mutation($u: String!, $e: [String!]) { createWebhookEndpoint(url: $u
   ... on ValidationError { field message } ... on NotAuthorized { message } } }"""
 DELIVERIES = """query($e: ID, $s: WebhookDeliveryStatus, $first: Int, $after: String) {
   webhookDeliveries(endpointId: $e, status: $s, first: $first, after: $after) {
-    id endpointId slotId bookingId eventType slotVersion status attempts lastStatusCode lastError
-    nextAttemptAt deliveredAt cursor } }"""
+    __typename ... on WebhookDeliveryPage { endCursor hasNextPage items {
+      id endpointId slotId bookingId eventType slotVersion status attempts lastStatusCode lastError
+      nextAttemptAt deliveredAt cursor } } } }"""
+ENDPOINTS = (
+    "{ webhookEndpoints { __typename ... on WebhookEndpointList { items { id url secret source } } } }"
+)
 
 
 class Receiver:
@@ -168,10 +172,11 @@ async def _deliveries(gql: GraphQL, endpoint_id: str, status: str | None = None)
             DELIVERIES, {"e": endpoint_id, "s": status, "first": 200, "after": after}, as_=ADMIN
         )
         page = data["webhookDeliveries"]
-        found += page
-        if len(page) < 200:
+        assert page["__typename"] == "WebhookDeliveryPage", page
+        found += page["items"]
+        if not page["hasNextPage"]:
             return found
-        after = page[-1]["cursor"]
+        after = page["endCursor"]
 
 
 async def _create(gql: GraphQL, url: str, events: list[str] | None = None) -> dict[str, Any]:
@@ -248,7 +253,7 @@ async def test_every_transition_arrives_signed_and_in_order_through_a_receiver_o
     confirms = await _create(gql, receiver.url("/confirms"), ["booking.confirm"])
     assert ok["secret"].startswith("whsec_") and ok["events"] is None and ok["source"] == "api"
     assert confirms["events"] == ["booking.confirm"]
-    listed = (await gql.run("{ webhookEndpoints { id url secret source } }", as_=ADMIN))["webhookEndpoints"]
+    listed = (await gql.run(ENDPOINTS, as_=ADMIN))["webhookEndpoints"]["items"]
     from_settings = [e for e in listed if e["source"] == "settings"]
     assert [e["url"] for e in from_settings] == [receiver.url("/configured")]
     assert {e["id"] for e in listed} - {from_settings[0]["id"]} == {
@@ -372,7 +377,7 @@ async def test_every_transition_arrives_signed_and_in_order_through_a_receiver_o
         as_=ADMIN,
     )
     assert deleted["deleteWebhookEndpoint"] == {"__typename": "WebhookEndpoint", "id": redirecting["id"]}
-    listed = (await gql.run("{ webhookEndpoints { id } }", as_=ADMIN))["webhookEndpoints"]
+    listed = (await gql.run(ENDPOINTS, as_=ADMIN))["webhookEndpoints"]["items"]
     assert redirecting["id"] not in {e["id"] for e in listed}
 
 
@@ -412,9 +417,25 @@ async def test_webhooks_are_for_admins_only(gql: GraphQL) -> None:
                 f'mutation {{ {mutation}(id: "{uuid.uuid4()}") {{ __typename }} }}', as_=as_
             )
             assert answer[mutation]["__typename"] == "NotAuthorized"
-        for query in ("{ webhookEndpoints { id } }", "{ webhookDeliveries { id } }"):
-            body = (await gql.post(query, as_=as_)).json()
-            assert body["errors"][0]["extensions"]["code"] == "NotAuthorized", body
+        for query in ("webhookEndpoints", "webhookDeliveries"):
+            read = await gql.run(
+                f"{{ {query} {{ __typename ... on NotAuthorized {{ message }} }} }}", as_=as_
+            )
+            assert read[query]["__typename"] == "NotAuthorized", read
+
+
+async def test_delivery_log_refuses_a_cursor_it_did_not_hand_out(gql: GraphQL) -> None:
+    read = await gql.run(
+        '{ webhookDeliveries(after: "x1") { __typename ... on ValidationError { field } } }', as_=ADMIN
+    )
+    assert read["webhookDeliveries"] == {"__typename": "ValidationError", "field": "after"}
+    empty = await gql.run(DELIVERIES, {"e": None, "s": None, "first": 5, "after": None}, as_=ADMIN)
+    assert empty["webhookDeliveries"] == {
+        "__typename": "WebhookDeliveryPage",
+        "endCursor": None,
+        "hasNextPage": False,
+        "items": [],
+    }
 
 
 async def test_unknown_endpoint_and_delivery_are_not_found(gql: GraphQL) -> None:

@@ -48,7 +48,13 @@ from slotengine.api.types import (
     SlotBatch,
     SlotPage,
 )
-from slotengine.api.webhook_types import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
+from slotengine.api.webhook_types import (
+    WebhookDelivery,
+    WebhookDeliveryPage,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+    WebhookEndpointList,
+)
 from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
@@ -97,6 +103,12 @@ DeleteWebhookEndpointResult = Annotated[
     WebhookEndpoint | WebhookEndpointNotFound | ValidationError | NotAuthorized,
     strawberry.union("DeleteWebhookEndpointResult"),
 ]
+WebhookEndpointsResult = Annotated[
+    WebhookEndpointList | NotAuthorized, strawberry.union("WebhookEndpointsResult")
+]
+WebhookDeliveriesResult = Annotated[
+    WebhookDeliveryPage | ValidationError | NotAuthorized, strawberry.union("WebhookDeliveriesResult")
+]
 ReplayWebhookDeliveryResult = Annotated[
     WebhookDelivery | WebhookDeliveryNotFound | ValidationError | NotAuthorized,
     strawberry.union("ReplayWebhookDeliveryResult"),
@@ -130,6 +142,19 @@ def _is_refusal(error: GraphQLError) -> bool:
     """A domain refusal is an answer, not a failure: a flood of malformed or rate-limited reads
     must not become a flood of log lines."""
     return (error.extensions or {}).get("code") in _REFUSAL_CODES
+
+
+async def _admin_read(info: Info, call: Callable[[], Awaitable[T]], present: Callable[[T], Any]) -> Any:
+    """A read for admins: a refusal of the caller or the input is its union member; the readers'
+    limits (RateLimited, Busy) stay coded errors, as for every read."""
+
+    async def answered() -> Any:
+        try:
+            return present(await call())
+        except (domain_errors.NotAuthorized, domain_errors.ValidationError) as refusal:
+            return error_member(refusal)
+
+    return await _read(info, answered)
 
 
 async def _read(info: Info, call: Callable[[], Awaitable[T]]) -> T:
@@ -218,13 +243,16 @@ class Query:
         return QueuePosition.of(view) if view else None
 
     @strawberry.field(description="Registered webhook endpoints, oldest first (admins only).")
-    async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
+    async def webhook_endpoints(self, info: Info) -> WebhookEndpointsResult:
         ctx = info.context
-        views = await _read(info, lambda: webhook_endpoints.list_endpoints(ctx.engine, ctx.require_caller()))
-        return [WebhookEndpoint.of(v) for v in views]
+        return await _admin_read(
+            info,
+            lambda: webhook_endpoints.list_endpoints(ctx.engine, ctx.require_caller()),
+            WebhookEndpointList.of,
+        )
 
     @strawberry.field(
-        description="The webhook delivery log, newest first (admins only); `after` takes a delivery's cursor."
+        description="The webhook delivery log, newest first (admins only); `after` takes endCursor."
     )
     async def webhook_deliveries(
         self,
@@ -234,9 +262,9 @@ class Query:
         status: WebhookDeliveryStatus | None = None,
         first: int = 50,
         after: str | None = None,
-    ) -> list[WebhookDelivery]:
+    ) -> WebhookDeliveriesResult:
         ctx = info.context
-        views = await _read(
+        return await _admin_read(
             info,
             lambda: webhook_endpoints.list_deliveries(
                 ctx.engine,
@@ -247,8 +275,8 @@ class Query:
                 first=max(1, min(first, MAX_PAGE)),
                 after=after,
             ),
+            WebhookDeliveryPage.of,
         )
-        return [WebhookDelivery.of(v) for v in views]
 
 
 async def _slot_page(

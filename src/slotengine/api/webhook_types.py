@@ -7,6 +7,7 @@ from enum import Enum
 
 import strawberry
 
+from slotengine.service.webhook_views import WebhookDeliveryPage as DeliveryPageView
 from slotengine.service.webhook_views import WebhookDeliveryView, WebhookEndpointView
 
 
@@ -83,4 +84,30 @@ class WebhookDelivery:
             delivered_at=view.delivered_at,
             created_at=view.created_at,
             cursor=view.cursor,
+        )
+
+
+@strawberry.type(description="The registered webhook endpoints, oldest first.")
+class WebhookEndpointList:
+    items: list[WebhookEndpoint]
+
+    @classmethod
+    def of(cls, views: list[WebhookEndpointView]) -> WebhookEndpointList:
+        return cls(items=[WebhookEndpoint.of(v) for v in views])
+
+
+@strawberry.type(
+    description="One page of the delivery log, newest first; pass endCursor as `after` for the next."
+)
+class WebhookDeliveryPage:
+    items: list[WebhookDelivery]
+    end_cursor: str | None
+    has_next_page: bool
+
+    @classmethod
+    def of(cls, page: DeliveryPageView) -> WebhookDeliveryPage:
+        return cls(
+            items=[WebhookDelivery.of(v) for v in page.items],
+            end_cursor=page.end_cursor,
+            has_next_page=page.has_next_page,
         )

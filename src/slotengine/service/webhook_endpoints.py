@@ -6,11 +6,15 @@ and sent by workers (service/webhook_delivery.py).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from uuid import UUID
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from slotengine.config import ConfiguredEndpoint
 from slotengine.domain.errors import (
@@ -25,7 +29,7 @@ from slotengine.service.engine import Engine
 from slotengine.service.ids import parse_id
 from slotengine.service.views import Caller
 from slotengine.service.webhook_targets import check
-from slotengine.service.webhook_views import WebhookDeliveryView, WebhookEndpointView
+from slotengine.service.webhook_views import WebhookDeliveryPage, WebhookDeliveryView, WebhookEndpointView
 from slotengine.store.database import connection
 
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
@@ -35,6 +39,16 @@ _DELIVERY_COLUMNS = (
     " d.last_status_code, d.last_error, d.last_attempt_at, d.next_attempt_at, d.delivered_at,"
     " d.created_at, t.booking_id, t.event"
 )
+
+
+@contextlib.asynccontextmanager
+async def _changing_endpoints() -> AsyncIterator[BaseDBAsyncClient]:
+    """A transaction changing endpoints, one at a time, that leaves the audit trail's trigger
+    enabled exactly while an endpoint is active (migration 0008)."""
+    async with in_transaction() as conn:
+        await conn.execute_query("LOCK TABLE webhook_endpoints IN SHARE ROW EXCLUSIVE MODE")
+        yield conn
+        await conn.execute_query("SELECT webhook_endpoints_changed()")
 
 
 def _admin(caller: Caller) -> None:
@@ -52,11 +66,12 @@ async def create_endpoint(
     if checked.refusal is not None:
         raise ValidationError("url", f"refused: {checked.refusal}")
     secret = secret_from(secrets.token_bytes(SECRET_BYTES))
-    rows = await connection().execute_query_dict(
-        "INSERT INTO webhook_endpoints (id, url, secret, events, source, created_by)"
-        f" VALUES ($1, $2, $3, $4, 'api', $5) RETURNING {_ENDPOINT_COLUMNS}",
-        [uuid.uuid4(), url, secret, names, caller.holder],
-    )
+    async with _changing_endpoints() as conn:
+        rows = await conn.execute_query_dict(
+            "INSERT INTO webhook_endpoints (id, url, secret, events, source, created_by)"
+            f" VALUES ($1, $2, $3, $4, 'api', $5) RETURNING {_ENDPOINT_COLUMNS}",
+            [uuid.uuid4(), url, secret, names, caller.holder],
+        )
     return WebhookEndpointView.of(rows[0], secret=secret)
 
 
@@ -64,14 +79,16 @@ async def delete_endpoint(engine: Engine, caller: Caller, endpoint_id: str) -> W
     """Stop sending to an endpoint; what it had pending is given up (the log keeps it)."""
     _admin(caller)
     canonical = parse_id("id", endpoint_id)
-    rows = await connection().execute_query_dict(
-        "WITH gone AS (UPDATE webhook_endpoints SET deleted_at = now()"
-        f"  WHERE id = $1 AND deleted_at IS NULL AND source = 'api' RETURNING {_ENDPOINT_COLUMNS}),"
-        " dropped AS (UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL,"
-        "  last_error = 'endpoint deleted' WHERE endpoint_id IN (SELECT id FROM gone) AND status = 'pending')"
-        " SELECT * FROM gone",
-        [canonical],
-    )
+    async with _changing_endpoints() as conn:
+        rows = await conn.execute_query_dict(
+            "WITH gone AS (UPDATE webhook_endpoints SET deleted_at = now()"
+            f"  WHERE id = $1 AND deleted_at IS NULL AND source = 'api' RETURNING {_ENDPOINT_COLUMNS}),"
+            " dropped AS (UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL,"
+            "  last_error = 'endpoint deleted' WHERE endpoint_id IN (SELECT id FROM gone)"
+            "  AND status = 'pending')"
+            " SELECT * FROM gone",
+            [canonical],
+        )
     if not rows:
         raise WebhookEndpointNotFound(str(canonical))
     return WebhookEndpointView.of(rows[0])
@@ -94,7 +111,7 @@ async def list_deliveries(
     status: str | None,
     first: int,
     after: str | None,
-) -> list[WebhookDeliveryView]:
+) -> WebhookDeliveryPage:
     """The delivery log, newest first; `after` is the cursor of the last delivery of a page."""
     _admin(caller)
     where: list[str] = ["true"]
@@ -113,13 +130,14 @@ async def list_deliveries(
             raise ValidationError("after", "not a cursor this engine handed out")
         args.append(int(after))
         where.append(f"d.id < ${len(args)}")
-    args.append(first)
+    args.append(first + 1)  # one more: is there a next page
     rows = await connection().execute_query_dict(
         f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN transitions t ON t.id = d.transition_id"
         f" WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT ${len(args)}",
         args,
     )
-    return [WebhookDeliveryView.of(row) for row in rows]
+    views = [WebhookDeliveryView.of(row) for row in rows[:first]]
+    return WebhookDeliveryPage(views, views[-1].cursor if views else None, len(rows) > first)
 
 
 async def replay_delivery(engine: Engine, caller: Caller, delivery_id: str) -> WebhookDeliveryView:
@@ -152,20 +170,26 @@ async def sync_configured_endpoints(configured: Sequence[ConfiguredEndpoint]) ->
         for endpoint in configured
     ]
     ids: list[UUID] = [row["id"] for row in rows]
-    conn = connection()
-    for row in rows:
-        await conn.execute_query(
-            "INSERT INTO webhook_endpoints (id, url, secret, events, source)"
-            " VALUES ($1, $2, $3, $4, 'settings')"
-            " ON CONFLICT (id) DO UPDATE SET secret = excluded.secret, events = excluded.events,"
-            " deleted_at = NULL",
-            [row["id"], row["url"], row["secret"], row["events"]],
-        )
-    await conn.execute_query(
-        "WITH gone AS (UPDATE webhook_endpoints SET deleted_at = now()"
-        "  WHERE source = 'settings' AND deleted_at IS NULL AND NOT (id = ANY($1::uuid[])) RETURNING id)"
-        " UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL,"
-        " last_error = 'endpoint deleted'"
-        " WHERE endpoint_id IN (SELECT id FROM gone) AND status = 'pending'",
-        [ids],
+    active = await connection().execute_query_dict(
+        "SELECT id, url, secret, events FROM webhook_endpoints"
+        " WHERE source = 'settings' AND deleted_at IS NULL"
     )
+    if sorted(active, key=lambda r: r["id"]) == sorted(rows, key=lambda r: r["id"]):
+        return  # as listed already: every process starting needs no lock
+    async with _changing_endpoints() as conn:
+        for row in rows:
+            await conn.execute_query(
+                "INSERT INTO webhook_endpoints (id, url, secret, events, source)"
+                " VALUES ($1, $2, $3, $4, 'settings')"
+                " ON CONFLICT (id) DO UPDATE SET secret = excluded.secret, events = excluded.events,"
+                " deleted_at = NULL",
+                [row["id"], row["url"], row["secret"], row["events"]],
+            )
+        await conn.execute_query(
+            "WITH gone AS (UPDATE webhook_endpoints SET deleted_at = now()"
+            "  WHERE source = 'settings' AND deleted_at IS NULL AND NOT (id = ANY($1::uuid[])) RETURNING id)"
+            " UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL,"
+            " last_error = 'endpoint deleted'"
+            " WHERE endpoint_id IN (SELECT id FROM gone) AND status = 'pending'",
+            [ids],
+        )

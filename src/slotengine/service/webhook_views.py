@@ -68,3 +68,10 @@ class WebhookDeliveryView:
             created_at=row["created_at"],
             cursor=str(row["id"]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDeliveryPage:
+    items: list[WebhookDeliveryView]
+    end_cursor: str | None
+    has_next_page: bool

@@ -47,8 +47,9 @@ CREATE UNIQUE INDEX webhook_deliveries_message ON webhook_deliveries (message_id
 CREATE INDEX webhook_deliveries_log ON webhook_deliveries (endpoint_id, id);
 CREATE INDEX webhook_deliveries_unversioned ON webhook_deliveries (slot_id) WHERE slot_version IS NULL;
 
--- One statement-level trigger per audit INSERT: with no endpoint registered it costs one probe of
--- an empty index, whatever the number of rows the statement wrote.
+-- One statement-level trigger per audit INSERT, whatever the number of rows the statement wrote.
+-- It is enabled only while an endpoint is registered (see webhook_endpoints_changed below): with
+-- none, PostgreSQL skips it and the audit trail costs what it cost before webhooks.
 CREATE FUNCTION transitions_to_webhooks() RETURNS trigger AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM webhook_endpoints WHERE deleted_at IS NULL) THEN
@@ -80,3 +81,24 @@ $$ LANGUAGE plpgsql;
 CREATE CONSTRAINT TRIGGER webhook_deliveries_slot_version AFTER INSERT ON webhook_deliveries
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION webhook_deliveries_slot_version();
+
+-- Enable the audit trail's trigger exactly while an endpoint is active. Called by every change to
+-- webhook_endpoints, in its transaction, after LOCK TABLE webhook_endpoints IN SHARE ROW EXCLUSIVE
+-- MODE (changes to endpoints run one at a time, so each sees the others'). The ALTER waits for
+-- transactions writing audit rows and holds new ones until commit: a transition commits either
+-- before the endpoint exists, or after, with its delivery.
+CREATE FUNCTION webhook_endpoints_changed() RETURNS void AS $$
+DECLARE
+    wanted  boolean := EXISTS (SELECT 1 FROM webhook_endpoints WHERE deleted_at IS NULL);
+    enabled boolean;
+BEGIN
+    SELECT tgenabled <> 'D' INTO enabled FROM pg_trigger
+    WHERE tgrelid = 'transitions'::regclass AND tgname = 'transitions_to_webhooks';
+    IF wanted AND NOT enabled THEN
+        ALTER TABLE transitions ENABLE TRIGGER transitions_to_webhooks;
+    ELSIF enabled AND NOT wanted THEN
+        ALTER TABLE transitions DISABLE TRIGGER transitions_to_webhooks;
+    END IF;
+END
+$$ LANGUAGE plpgsql;
+ALTER TABLE transitions DISABLE TRIGGER transitions_to_webhooks;
