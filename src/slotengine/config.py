@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from slotengine.domain.webhook_policy import default_retry_schedule
+from slotengine.domain.errors import DomainError
+from slotengine.domain.webhook_policy import default_retry_schedule, event_names, parse_url
 
 DEV_JWT_SECRET = "slotengine-dev-secret-change-me-in-production"
 MIN_SECRET_BYTES = 32
@@ -21,6 +22,15 @@ class ConfiguredEndpoint(BaseModel):
     url: str
     secret: str = Field(pattern=r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$")
     events: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _url_and_events_are_valid(self) -> ConfiguredEndpoint:
+        try:
+            parse_url(self.url)
+            event_names(self.events)
+        except DomainError as refusal:  # the process stops at start, naming what is wrong
+            raise ValueError(refusal.message) from None
+        return self
 
 
 class Settings(BaseSettings):

@@ -7,7 +7,9 @@ import itertools
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
+from slotengine.config import Settings
 from slotengine.domain.errors import ValidationError
 from slotengine.domain.states import Event
 from slotengine.domain.webhook_policy import (
@@ -151,3 +153,18 @@ def test_payload_names_the_transition() -> None:
         "at": at.isoformat(),
         "slotVersion": 7,
     }
+
+
+def test_endpoints_in_the_settings_are_checked_when_read() -> None:
+    secret = "whsec_" + "A" * 43 + "="
+    good = Settings(webhook_endpoints=[{"url": "https://hooks.example.com/in", "secret": secret}])
+    assert good.webhook_endpoints[0].events is None
+    for bad in (
+        {"url": "ftp://hooks.example.com/", "secret": secret},
+        {"url": "https://hooks.example.com/", "secret": secret, "events": ["booking.nope"]},
+        {"url": "https://hooks.example.com/", "secret": "plain"},
+    ):
+        with pytest.raises(PydanticValidationError):
+            Settings(webhook_endpoints=[bad])
+    with pytest.raises(PydanticValidationError):
+        Settings(webhook_retry_schedule=[1.0, 0.0])
