@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -271,9 +272,15 @@ async def test_every_transition_arrives_signed_and_in_order_through_a_receiver_o
     assert (held["state"], queued["state"], lapsing["state"], waiting["state"]) == (
         "RESERVED", "PENDING", "RESERVED", "PENDING",
     )  # fmt: skip
-    await eventually(
+    first_four = await eventually(
         lambda: asyncio.sleep(0, receiver.lines("/ok")), lambda lines: len(lines) >= 4, within=30
     )
+    lags = sorted(
+        line["received_at"] - datetime.fromisoformat(json.loads(line["body"])["data"]["at"]).timestamp()
+        for line in first_four
+    )
+    # A figure, not a check: from the transition to its arrival, receiver up (poll every 0.1 s).
+    print(f"webhook lag, receiver up: min {lags[0]:.3f} s, max {lags[-1]:.3f} s over {len(lags)}")
 
     receiver.kill()  # mid-run: what happens now must wait for it
     assert (await gql.confirm(alice, held["id"]))["state"] == "CONFIRMED"

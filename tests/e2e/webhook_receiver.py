@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -51,7 +52,14 @@ def make_app(log_path: str) -> Any:
         elif path == "/redirect":
             status, extra = 302, [(b"location", b"/redirect-target")]
         headers = {k.decode(): v.decode() for k, v in scope["headers"] if k.decode() in HEADERS}
-        line = {"path": path, "headers": headers, "body": body.decode(), "status": status, "n": seen[path]}
+        line = {
+            "path": path,
+            "headers": headers,
+            "body": body.decode(),
+            "status": status,
+            "n": seen[path],
+            "received_at": time.time(),
+        }
         _append(log_path, line)
         if path == "/slow" and seen[path] == 1:
             await asyncio.sleep(SLOW_SECONDS)
