@@ -192,6 +192,8 @@ async def _record(rules: DeliveryRules, claimed: dict[str, Any], attempt: Attemp
     await connection().execute_query(
         "UPDATE webhook_deliveries SET lease_until = NULL, last_status_code = $2, last_error = $3,"
         " status = CASE WHEN $4::float8 IS NULL THEN 'failed' ELSE 'pending' END,"
-        " next_attempt_at = now() + make_interval(secs => coalesce($4::float8, 0)) WHERE id = $1",
+        " next_attempt_at = now() + make_interval(secs => coalesce($4::float8, 0))"
+        # Not when its endpoint was deleted during the attempt: that gave it up already.
+        " WHERE id = $1 AND status = 'pending'",
         [claimed["id"], attempt.status_code, note, delay],
     )
