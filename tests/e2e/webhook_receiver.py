@@ -42,6 +42,8 @@ def make_app(log_path: str) -> Any:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender gave up before its body arrived (its attempt timed out)
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
