@@ -28,7 +28,7 @@ from slotengine.config import Settings, unsafe_secret_reason
 from slotengine.logs import configure_logging
 from slotengine.redis.connection import connect, on_cluster
 from slotengine.scheduling.source import CLAIM_BATCH, DueTimeScheduleSource
-from slotengine.service.timers import REARM_TIMERS_TASK, SWEEP_TASK
+from slotengine.service.timers import DISPATCH_WEBHOOKS_TASK, REARM_TIMERS_TASK, SWEEP_TASK
 from workers.broker import make_broker
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,9 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     wakeups = None if on_cluster(redis) else redis.pubsub(ignore_subscribe_messages=True)
     sweep: AsyncKicker[[], int] = AsyncKicker(SWEEP_TASK, broker, {})
     rearm: AsyncKicker[[], int] = AsyncKicker(REARM_TIMERS_TASK, broker, {})
+    webhooks: AsyncKicker[[], int] = AsyncKicker(DISPATCH_WEBHOOKS_TASK, broker, {})
     beat_every = settings.scheduler_tick_seconds
-    next_sweep = next_beat = time.monotonic()
+    next_sweep = next_beat = next_webhooks = time.monotonic()
     # After Redis failed us, poll at a fine tick until then: wake-ups published while the
     # subscription was down (timers re-armed from PostgreSQL into a restarted Redis) are lost.
     recovering_until = 0.0
@@ -76,6 +77,11 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
                 if now >= next_sweep:
                     await sweep.kiq()
                     next_sweep = now + settings.sweep_interval_seconds
+                if now >= next_webhooks:
+                    # Deliveries are written by PostgreSQL with their transitions: a worker sends
+                    # those due (new ones, and retries whose backoff is over).
+                    await webhooks.kiq()
+                    next_webhooks = now + settings.webhook_poll_seconds
                 if now >= next_beat:
                     await redis.set(
                         heartbeat_key(settings.redis_prefix),
@@ -97,7 +103,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
                     continue
                 earliest_ms, redis_now_ms = await source.earliest_due()
                 woke = time.monotonic()
-                pause = min(next_sweep, next_beat) - woke
+                pause = min(next_sweep, next_beat, next_webhooks) - woke
                 if earliest_ms is not None:
                     pause = min(pause, (earliest_ms - redis_now_ms) / 1000)
                 if woke < recovering_until:

@@ -6,10 +6,16 @@ from uuid import UUID
 
 from taskiq import AsyncBroker, TaskiqDepends, TaskiqState
 
-from slotengine.service import expiry
+from slotengine.service import expiry, webhook_delivery
 from slotengine.service.engine import Engine
 from slotengine.service.reservations import settle_slot as settle
-from slotengine.service.timers import EXPIRE_HOLD_TASK, REARM_TIMERS_TASK, SETTLE_SLOT_TASK, SWEEP_TASK
+from slotengine.service.timers import (
+    DISPATCH_WEBHOOKS_TASK,
+    EXPIRE_HOLD_TASK,
+    REARM_TIMERS_TASK,
+    SETTLE_SLOT_TASK,
+    SWEEP_TASK,
+)
 
 
 def _engine(state: TaskiqState) -> Engine:
@@ -37,9 +43,15 @@ async def rearm_timers(state: TaskiqState = TaskiqDepends()) -> int:
     return await expiry.rearm_timers(_engine(state))
 
 
+async def dispatch_webhooks(state: TaskiqState = TaskiqDepends()) -> int:
+    """Send the webhook deliveries that are due, each endpoint's chain per slot in order."""
+    return await webhook_delivery.dispatch(_engine(state))
+
+
 def register_tasks(broker: AsyncBroker) -> None:
     """Put the engine's tasks on `broker`, under the names the timers and scheduler send."""
     broker.register_task(expire_hold, task_name=EXPIRE_HOLD_TASK)
     broker.register_task(settle_slot, task_name=SETTLE_SLOT_TASK)
     broker.register_task(sweep, task_name=SWEEP_TASK)
     broker.register_task(rearm_timers, task_name=REARM_TIMERS_TASK)
+    broker.register_task(dispatch_webhooks, task_name=DISPATCH_WEBHOOKS_TASK)

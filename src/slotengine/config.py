@@ -6,11 +6,31 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slotengine.domain.errors import DomainError
+from slotengine.domain.webhook_policy import default_retry_schedule, event_names, parse_url
 
 DEV_JWT_SECRET = "slotengine-dev-secret-change-me-in-production"
 MIN_SECRET_BYTES = 32
+
+
+class ConfiguredEndpoint(BaseModel):
+    """A webhook endpoint listed in SLOTENGINE_WEBHOOK_ENDPOINTS."""
+
+    url: str
+    secret: str = Field(pattern=r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$")
+    events: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _url_and_events_are_valid(self) -> ConfiguredEndpoint:
+        try:
+            parse_url(self.url)
+            event_names(self.events)
+        except DomainError as refusal:  # the process stops at start, naming what is wrong
+            raise ValueError(refusal.message) from None
+        return self
 
 
 class Settings(BaseSettings):
@@ -122,6 +142,42 @@ class Settings(BaseSettings):
         description="the scheduler's heartbeat period, the longest it sleeps when no timer is due"
         " (timers armed wake it early, so this does not bound how late one fires)",
     )
+
+    webhook_endpoints: list[ConfiguredEndpoint] = Field(
+        default_factory=list,
+        description="webhook endpoints kept from the settings, besides those admins register (JSON list of "
+        '{"url": ..., "secret": "whsec_...", "events": ["booking.confirm", ...] or omitted for all})',
+    )
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=default_retry_schedule,
+        min_length=1,
+        description="seconds to wait after each failed delivery attempt (JSON list); given up after the last",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="one delivery attempt, connect to answer; slower counts as failed",
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, description="how often the scheduler has due webhook deliveries sent"
+    )
+    webhook_allow_loopback: bool = Field(
+        default=False,
+        description="let webhooks reach loopback addresses (tests, a receiver on the same host)",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="let webhooks reach private, link-local and other non-global addresses "
+        "(an internal network)",
+    )
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _delays_are_positive(cls, delays: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in delays):
+            raise ValueError("every delay of SLOTENGINE_WEBHOOK_RETRY_SCHEDULE must be above 0")
+        return delays
 
     @model_validator(mode="after")
     def _readers_leave_connections_for_reserves(self) -> Settings:

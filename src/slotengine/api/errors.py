@@ -91,6 +91,16 @@ class CursorExpired(Error):
     pass
 
 
+@strawberry.type
+class WebhookEndpointNotFound(Error):
+    endpoint_id: strawberry.ID
+
+
+@strawberry.type
+class WebhookDeliveryNotFound(Error):
+    delivery_id: strawberry.ID
+
+
 def error_member(exc: domain.DomainError) -> Any:
     """The GraphQL member that tells the client what `exc` means."""
     match exc:
@@ -128,4 +138,8 @@ def error_member(exc: domain.DomainError) -> Any:
             return TooManyBookings(message=exc.message, limit=exc.limit)
         case domain.CursorExpired():
             return CursorExpired(message=exc.message)
+        case domain.WebhookEndpointNotFound():
+            return WebhookEndpointNotFound(message=exc.message, endpoint_id=strawberry.ID(exc.endpoint_id))
+        case domain.WebhookDeliveryNotFound():
+            return WebhookDeliveryNotFound(message=exc.message, delivery_id=strawberry.ID(exc.delivery_id))
     raise TypeError(f"no GraphQL member for {exc!r}")  # pragma: no cover

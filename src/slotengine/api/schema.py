@@ -35,6 +35,8 @@ from slotengine.api.errors import (
     SlotNotFound,
     TooManyBookings,
     ValidationError,
+    WebhookDeliveryNotFound,
+    WebhookEndpointNotFound,
     error_member,
 )
 from slotengine.api.shared_events import SharedEventExecutor, shared_slot
@@ -50,6 +52,13 @@ from slotengine.api.types import (
     SlotPage,
     UpdateSlotInput,
 )
+from slotengine.api.webhook_types import (
+    WebhookDelivery,
+    WebhookDeliveryPage,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+    WebhookEndpointList,
+)
 from slotengine.domain import errors as domain_errors
 from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
@@ -64,6 +73,7 @@ from slotengine.service import (
     reservations,
     slot_admin,
     slot_generation,
+    webhook_endpoints,
 )
 from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import admitted_read
@@ -113,6 +123,24 @@ ExtendHoldResult = Annotated[
 ]
 SlotResult = Annotated[Slot | SlotNotFound | NotAuthorized | ValidationError, strawberry.union("SlotResult")]
 
+CreateWebhookEndpointResult = Annotated[
+    WebhookEndpoint | ValidationError | NotAuthorized, strawberry.union("CreateWebhookEndpointResult")
+]
+DeleteWebhookEndpointResult = Annotated[
+    WebhookEndpoint | WebhookEndpointNotFound | ValidationError | NotAuthorized,
+    strawberry.union("DeleteWebhookEndpointResult"),
+]
+WebhookEndpointsResult = Annotated[
+    WebhookEndpointList | NotAuthorized, strawberry.union("WebhookEndpointsResult")
+]
+WebhookDeliveriesResult = Annotated[
+    WebhookDeliveryPage | ValidationError | NotAuthorized, strawberry.union("WebhookDeliveriesResult")
+]
+ReplayWebhookDeliveryResult = Annotated[
+    WebhookDelivery | WebhookDeliveryNotFound | ValidationError | NotAuthorized,
+    strawberry.union("ReplayWebhookDeliveryResult"),
+]
+
 MAX_PAGE = 200
 
 
@@ -141,6 +169,19 @@ def _is_refusal(error: GraphQLError) -> bool:
     """A domain refusal is an answer, not a failure: a flood of malformed or rate-limited reads
     must not become a flood of log lines."""
     return (error.extensions or {}).get("code") in _REFUSAL_CODES
+
+
+async def _admin_read(info: Info, call: Callable[[], Awaitable[T]], present: Callable[[T], Any]) -> Any:
+    """A read for admins: a refusal of the caller or the input is its union member; the readers'
+    limits (RateLimited, Busy) stay coded errors, as for every read."""
+
+    async def answered() -> Any:
+        try:
+            return present(await call())
+        except (domain_errors.NotAuthorized, domain_errors.ValidationError) as refusal:
+            return error_member(refusal)
+
+    return await _read(info, answered)
 
 
 async def _read(info: Info, call: Callable[[], Awaitable[T]]) -> T:
@@ -273,6 +314,42 @@ class Query:
             info, lambda: operator_views.slot_history(ctx.engine, ctx.caller, canonical, size, after)
         )
         return SlotHistoryPage.of(page)
+
+    @strawberry.field(description="Registered webhook endpoints, oldest first (admins only).")
+    async def webhook_endpoints(self, info: Info) -> WebhookEndpointsResult:
+        ctx = info.context
+        return await _admin_read(
+            info,
+            lambda: webhook_endpoints.list_endpoints(ctx.engine, ctx.require_caller()),
+            WebhookEndpointList.of,
+        )
+
+    @strawberry.field(
+        description="The webhook delivery log, newest first (admins only); `after` takes endCursor."
+    )
+    async def webhook_deliveries(
+        self,
+        info: Info,
+        endpoint_id: strawberry.ID | None = None,
+        slot_id: strawberry.ID | None = None,
+        status: WebhookDeliveryStatus | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> WebhookDeliveriesResult:
+        ctx = info.context
+        return await _admin_read(
+            info,
+            lambda: webhook_endpoints.list_deliveries(
+                ctx.engine,
+                ctx.require_caller(),
+                endpoint_id=None if endpoint_id is None else str(endpoint_id),
+                slot_id=None if slot_id is None else str(slot_id),
+                status=None if status is None else status.value,
+                first=max(1, min(first, MAX_PAGE)),
+                after=after,
+            ),
+            WebhookDeliveryPage.of,
+        )
 
 
 async def _slot_page(
@@ -424,6 +501,41 @@ class Mutation:
         ctx = info.context
         return await _answer(
             lambda: slot_admin.update_slot(ctx.engine, ctx.require_caller(), str(slot_id), update), Slot.of
+        )
+
+    @strawberry.mutation(
+        description="Send every booking transition to `url`, signed (admins only). `events` lists the event "
+        "types wanted (booking.hold, booking.confirm, ...); null or empty: all. The answer carries the "
+        "signing secret, shown this once."
+    )
+    async def create_webhook_endpoint(
+        self, info: Info, url: str, events: list[str] | None = None
+    ) -> CreateWebhookEndpointResult:
+        ctx = info.context
+        return await _answer(
+            lambda: webhook_endpoints.create_endpoint(ctx.engine, ctx.require_caller(), url, events),
+            WebhookEndpoint.of,
+        )
+
+    @strawberry.mutation(
+        description="Stop sending to an endpoint; its pending deliveries are given up (admins only)."
+    )
+    async def delete_webhook_endpoint(self, info: Info, id: strawberry.ID) -> DeleteWebhookEndpointResult:
+        ctx = info.context
+        return await _answer(
+            lambda: webhook_endpoints.delete_endpoint(ctx.engine, ctx.require_caller(), str(id)),
+            WebhookEndpoint.of,
+        )
+
+    @strawberry.mutation(
+        description="Send a delivery again, same webhook-id and body, in its place in its slot's order "
+        "(admins only)."
+    )
+    async def replay_webhook_delivery(self, info: Info, id: strawberry.ID) -> ReplayWebhookDeliveryResult:
+        ctx = info.context
+        return await _answer(
+            lambda: webhook_endpoints.replay_delivery(ctx.engine, ctx.require_caller(), str(id)),
+            WebhookDelivery.of,
         )
 
 

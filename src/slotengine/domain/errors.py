@@ -100,3 +100,15 @@ class CursorExpired(DomainError):
     def __init__(self, why: str) -> None:
         super().__init__(f"cannot resume after this cursor ({why}): here is the current state")
         self.why = why
+
+
+class WebhookEndpointNotFound(DomainError):
+    def __init__(self, endpoint_id: str) -> None:
+        super().__init__(f"webhook endpoint {endpoint_id} does not exist")
+        self.endpoint_id = endpoint_id
+
+
+class WebhookDeliveryNotFound(DomainError):
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"webhook delivery {delivery_id} does not exist")
+        self.delivery_id = delivery_id

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slotengine.config import Settings, required
+from slotengine.domain.webhook_policy import AddressRules, DeliveryRules
 from slotengine.redis.connection import RedisClient, connect
 from slotengine.redis.keys import SlotKeys, slot_channel, slot_keys
 from slotengine.redis.slot_channels import SlotChannels
@@ -29,6 +30,7 @@ class Engine:
     live_bookings_per_holder: int = 0  # holds and waits at once; 0 = no cap
     resume_window_versions: int = 10_000  # changes a resumed subscription may replay
     read_gate: ReadGate = field(default_factory=lambda: ReadGate(connections=5, wait_seconds=2.0))
+    webhooks: DeliveryRules = field(default_factory=DeliveryRules)
     # This process's batches of concurrent reservations, per slot (see service/combining.py).
     reservations: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
 
@@ -43,6 +45,10 @@ async def open_engine(settings: Settings) -> Engine:
     """Open the database pool and a Redis client for this process (both URLs must be set)."""
     redis = connect(settings)
     await open_database(required(settings, "database_url"), settings.db_pool_size)
+    # Imported here: the webhook service itself works on an Engine.
+    from slotengine.service.webhook_endpoints import sync_configured_endpoints
+
+    await sync_configured_endpoints(settings.webhook_endpoints)
     return engine_on(
         redis,
         settings.redis_prefix,
@@ -51,6 +57,16 @@ async def open_engine(settings: Settings) -> Engine:
         live_bookings_per_holder=settings.live_bookings_per_holder,
         resume_window_versions=settings.resume_window_versions,
         read_gate=ReadGate(settings.read_db_connections, settings.read_wait_seconds),
+        webhooks=delivery_rules(settings),
+    )
+
+
+def delivery_rules(settings: Settings) -> DeliveryRules:
+    """The settings' webhook rules: addresses allowed, retries, the timeout of one attempt."""
+    return DeliveryRules(
+        addresses=AddressRules(settings.webhook_allow_loopback, settings.webhook_allow_private),
+        retry_schedule=tuple(settings.webhook_retry_schedule),
+        timeout_seconds=settings.webhook_timeout_seconds,
     )
 
 
@@ -63,6 +79,7 @@ def engine_on(
     live_bookings_per_holder: int = 0,
     resume_window_versions: int = 10_000,
     read_gate: ReadGate | None = None,
+    webhooks: DeliveryRules | None = None,
 ) -> Engine:
     """An engine over an open Redis client (the database pool is opened separately)."""
     source = DueTimeScheduleSource(redis, prefix)
@@ -76,6 +93,7 @@ def engine_on(
         live_bookings_per_holder=live_bookings_per_holder,
         resume_window_versions=resume_window_versions,
         read_gate=read_gate or ReadGate(connections=5, wait_seconds=2.0),
+        webhooks=webhooks or DeliveryRules(),
     )
 
 

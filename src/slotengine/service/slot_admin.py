@@ -145,7 +145,8 @@ async def _expire_queue(tx: SlotTransaction, actor: str, reason: str) -> None:
     )
     ordered = [row["id"] for row in sorted(closed, key=lambda row: row["queue_seq"])]
     await tx.conn.execute_query(
-        "INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason, slot_id, slot_version)"
+        "INSERT INTO transitions"
+        " (booking_id, from_state, to_state, event, actor, reason, slot_id, slot_version)"
         " SELECT id, $2, $3, $4, $5, $6, $7, $8"
         " FROM unnest($1::uuid[]) WITH ORDINALITY AS q (id, n) ORDER BY n",
         [

@@ -18,6 +18,7 @@ EXPIRE_HOLD_TASK = "slotengine.expire_hold"
 SETTLE_SLOT_TASK = "slotengine.settle_slot"
 SWEEP_TASK = "slotengine.sweep"
 REARM_TIMERS_TASK = "slotengine.rearm_timers"
+DISPATCH_WEBHOOKS_TASK = "slotengine.dispatch_webhooks"
 
 
 def expire_hold_schedule(booking_id: UUID, fence: int, expires_at: datetime) -> ScheduledTask:
