@@ -35,11 +35,12 @@ from strawberry.types.unset import UNSET, UnsetType
 from slotengine.api import board, explorer, operations, vendor
 from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.api.context import Context
+from slotengine.api.fast_path import FastPath, PlanBook, read_body
 from slotengine.api.guards import BodySizeLimit, BrowserHeaders, websocket_message_limit
-from slotengine.api.schema import build_schema
+from slotengine.api.schema import build_schema, masked_error
 from slotengine.api.socket_rules import HolderCounts, RuledTransportWS, payload_authorization
 from slotengine.config import Settings, required
-from slotengine.service.engine import Engine, close_engine, open_engine
+from slotengine.service.engine import close_engine, open_engine
 from slotengine.service.events import EventHub
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,17 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             allowed_origins=settings.allowed_origins,
         )
         self.settings = settings
+        self.fast_path: FastPath | None = None
+        if settings.fast_path:
+            schema = self.schema
+            self.fast_path = FastPath(
+                PlanBook(schema._schema),  # type: ignore[attr-defined]
+                parse_json=self.parse_json,
+                encode_json=self.encode_json,
+                streams=self._get_stream_transport_from_headers,
+                report_errors=lambda errors: schema.process_errors(errors, None),
+                mask_error=masked_error,
+            )
         self.holder_counts = HolderCounts(
             settings.ws_max_sockets_per_holder, settings.ws_max_subscriptions_per_holder
         )
@@ -68,6 +80,12 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if self.fast_path is not None and self.fast_path.wants(scope):
+            body, receive = await read_body(receive)
+            fast = None if body is None else await self.fast_path.answer(scope, body)
+            if fast is not None:
+                await fast(scope, receive, send)
+                return
         try:
             response = await self.run(Request(scope=scope, receive=receive))
         except HTTPException as refused:  # Strawberry answers these in plain text: ours are typed
@@ -104,7 +122,7 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         """Strawberry's, but subscriptions are WebSocket-only: over HTTP they are a 400."""
         allowed = HTTP_OPERATIONS[request_adapter.method]
         try:
-            return await self.schema.execute(
+            result = await self.schema.execute(
                 request_data.query,
                 root_value=root_value,
                 variable_values=request_data.variables,
@@ -121,6 +139,10 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from None
         except MissingQueryError:
             raise HTTPException(400, "No GraphQL query found in the request") from None
+        if self.fast_path is not None and not result.errors and request_data.query is not None:
+            # Parsed and validated without a word against it: a plan may answer it from now on.
+            self.fast_path.book.learn(request_data.query, request_data.operation_name)
+        return result
 
     async def render_graphql_ide(self, request: Request) -> Response:
         if explorer.assets_present():
@@ -129,10 +151,7 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         return await super().render_graphql_ide(request)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        engine: Engine = request.app.state.engine
-        caller = request.scope.get("state", {}).get("caller")
-        address = request.client.host if request.client else None
-        return Context(engine=engine, hub=request.app.state.hub, caller=caller, client_address=address)
+        return Context.of_request(request.scope)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Only authenticated connections are accepted; the token comes in connection_init."""

@@ -355,6 +355,16 @@ def _is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+INTERNAL_ERROR = "Internal error."
+# The mask every request's MaskErrors applies, kept for the fast path, which has no extensions.
+_MASK = MaskErrors(should_mask_error=_is_internal, error_message=INTERNAL_ERROR)
+
+
+def masked_error(error: GraphQLError) -> GraphQLError:
+    """What a client is shown of `error`: an internal failure as INTERNAL_ERROR, the rest as is."""
+    return _MASK.anonymise_error(error) if _MASK.should_mask_error(error) else error
+
+
 # Built once: the same rule class on every request keeps the validation cache's keys equal.
 DOCUMENT_BUDGET = DocumentBudget()
 _BUDGET_RULES = [document_budget_rule(DOCUMENT_BUDGET)]
@@ -370,7 +380,7 @@ def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaEx
         # Depth (introspection exempt), aliases, cost, fragments, directives, repeated fields: one pass.
         lambda: AddValidationRules(_BUDGET_RULES),
         lambda: MaxTokensLimiter(max_token_count=2000),
-        lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal error."),
+        lambda: MaskErrors(should_mask_error=_is_internal, error_message=INTERNAL_ERROR),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
