@@ -487,3 +487,23 @@ async def test_requests_the_plan_does_not_read_go_the_normal_way(apps: Apps, wor
         ]
         _same(answers[0], answers[1], content_type)
     assert book.stats.served == served
+
+
+async def test_documents_that_fail_validation_are_never_learnt(apps: Apps, world: World) -> None:
+    arguments, bearer = world.calls["confirmBooking"]["BookingNotFound"]
+    refused = [
+        "mutation($b: ID!) { confirmBooking(bookingId: $b) { ... on Booking { nope } } }",
+        "mutation($b: ID!, $unused: String) { confirmBooking(bookingId: $b) { __typename } }",
+        "mutation($b: ID!) { confirmBooking(bookingId: $b) { "
+        + " ".join(f"a{n}: __typename" for n in range(31))
+        + " } }",  # over the document budget's aliases
+    ]
+    book = apps.fast.book
+    assert book is not None
+    for document in refused:
+        answers = [await post(side, document, arguments, bearer, None) for side in (apps.normal, apps.fast)]
+        answers.append(await post(apps.fast, document, arguments, bearer, None))
+        assert "errors" in answers[0].json()
+        _same(answers[0], answers[1], document)
+        _same(answers[0], answers[2], document)
+        assert book.find(document, None) is None and (document, None) not in book.plans

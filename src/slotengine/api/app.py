@@ -52,8 +52,9 @@ class SlotengineGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = RuledTransportWS
 
     def __init__(self, settings: Settings) -> None:
+        book = PlanBook() if settings.fast_path else None
         super().__init__(
-            build_schema(introspection=settings.introspection),
+            build_schema(introspection=settings.introspection, plans=book),
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
             connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
@@ -62,10 +63,10 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         )
         self.settings = settings
         self.fast_path: FastPath | None = None
-        if settings.fast_path:
+        if book is not None:
             schema = self.schema
             self.fast_path = FastPath(
-                PlanBook(schema._schema),  # type: ignore[attr-defined]
+                book,
                 parse_json=self.parse_json,
                 encode_json=self.encode_json,
                 streams=self._get_stream_transport_from_headers,
@@ -139,9 +140,6 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from None
         except MissingQueryError:
             raise HTTPException(400, "No GraphQL query found in the request") from None
-        if self.fast_path is not None and not result.errors and request_data.query is not None:
-            # Parsed and validated without a word against it: a plan may answer it from now on.
-            self.fast_path.book.learn(request_data.query, request_data.operation_name)
         return result
 
     async def render_graphql_ide(self, request: Request) -> Response:

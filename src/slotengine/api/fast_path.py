@@ -1,9 +1,10 @@
 """The hot mutations' fast path over HTTP: a document seen before runs its compiled plan.
 
 The first request with a document text and operation name goes the normal way (Strawberry's view:
-parse under the token limit, validation with the document budget, graphql-core's execution). When
-that answer carried no error, the document passed every edge rule, and those depend on its text
-and operation name alone: the plan book then compiles it (operation_plans.py). Later requests
+parse under the token limit, validation with the document budget, graphql-core's execution). Once
+it has passed parsing and validation (LearnPlans, as execution begins), the document passed every
+edge rule, and those depend on its text and operation name alone: the plan book then compiles it
+(operation_plans.py), so that even the rest of the burst it arrived in can use it. Later requests
 with the same text and name, sent the same way (POST, JSON, no streaming), run the plan: the same
 resolver with the same context, the same masked errors, the same JSON bytes. Everything else
 (other documents, unusual variables, other content types) goes the normal way, untouched.
@@ -15,7 +16,7 @@ timing wrap both paths alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from graphql import GraphQLError, GraphQLSchema, located_error, parse
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope
+from strawberry.extensions import SchemaExtension
 from strawberry.http.parse_content_type import parse_content_type
 
 from slotengine.api.context import Context
@@ -52,9 +54,8 @@ class PlanStats:
 
 @dataclass
 class PlanBook:
-    """Plans by document text and operation name, learnt from answers of the normal path."""
+    """Plans by document text and operation name, learnt from documents the normal path validated."""
 
-    schema: GraphQLSchema
     plans: BoundedCache[PlanKey, Plan | _NoPlan] = field(
         default_factory=lambda: BoundedCache(
             max_entries=MAX_PLANS,
@@ -68,14 +69,30 @@ class PlanBook:
         known = self.plans.get((query, operation_name))
         return known if isinstance(known, Plan) else None
 
-    def learn(self, query: str, operation_name: str | None) -> None:
-        """Compile the plan of a document the normal path answered without errors."""
+    def learn(self, schema: GraphQLSchema, query: str, operation_name: str | None) -> None:
+        """Compile the plan of a document that passed parsing and validation against `schema`."""
         key = (query, operation_name)
         if len(query) > MAX_CACHED_DOCUMENT_CHARS or key in self.plans:
             return
-        plan = compile_plan(self.schema, parse(query), operation_name)
+        plan = compile_plan(schema, parse(query), operation_name)
         self.stats.compiled += plan is not None
         self.plans.put(key, plan or NO_PLAN, len(query))
+
+
+class LearnPlans(SchemaExtension):
+    """Hands the plan book each document that passed parsing and validation, as it starts running."""
+
+    def __init__(self, book: PlanBook) -> None:
+        self.book = book
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query is not None:
+            # The name the request gave (None when it gave none), not the one Strawberry derives
+            # from the document: requests are looked up by what they send.
+            name = getattr(context, "_provided_operation_name", context.operation_name)
+            self.book.learn(context.schema._schema, context.query, name)
+        yield
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from slotengine.api.errors import (
     ValidationError,
     error_member,
 )
+from slotengine.api.fast_path import LearnPlans, PlanBook
 from slotengine.api.shared_events import SharedEventExecutor, shared_slot
 from slotengine.api.types import (
     Booking,
@@ -370,8 +371,11 @@ DOCUMENT_BUDGET = DocumentBudget()
 _BUDGET_RULES = [document_budget_rule(DOCUMENT_BUDGET)]
 
 
-def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
-    """Bounded parse and validation caches, the document budget, error masking; introspection if asked."""
+def edge_extensions(
+    *, introspection: bool = True, plans: PlanBook | None = None
+) -> list[Callable[[], SchemaExtension]]:
+    """Bounded parse and validation caches, the document budget, error masking; introspection if
+    asked; the fast path's plan book learning validated documents, if given."""
     # Factories: each request gets fresh extension state; the caches and the budget's rule
     # class live at module level, shared by all requests.
     extensions: list[Callable[[], SchemaExtension]] = [
@@ -384,6 +388,8 @@ def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaEx
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
+    if plans is not None:
+        extensions.append(lambda: LearnPlans(plans))
     return extensions
 
 
@@ -409,9 +415,9 @@ def _error_excerpt(error: GraphQLError) -> str:
     )
 
 
-def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+def build_schema(*, introspection: bool = True, plans: PlanBook | None = None) -> strawberry.Schema:
     """The engine's schema with its edge extensions."""
-    extensions = edge_extensions(introspection=introspection)
+    extensions = edge_extensions(introspection=introspection, plans=plans)
     return EngineSchema(
         query=Query,
         mutation=Mutation,
