@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -63,19 +64,21 @@ def _book(app: Starlette) -> PlanBook | None:
 
 
 @pytest.fixture(scope="module")
-async def apps(settings: Settings) -> AsyncIterator[Apps]:
+async def apps(settings: Settings, app: Starlette) -> AsyncIterator[Apps]:
+    """Two apps on the session app's engine (one database pool and Redis client per process: a
+    lifespan of their own would close the session's), with a holder's cap of CAP."""
+    engine = dataclasses.replace(app.state.engine, live_bookings_per_holder=CAP)
     sides: list[Side] = []
     async with contextlib.AsyncExitStack() as stack:
         for fast in (False, True):
-            changed = settings.model_copy(
-                update={"fast_path": fast, "db_pool_size": 5, "live_bookings_per_holder": CAP}
-            )
-            app = create_app(changed)
-            await stack.enter_async_context(app.router.lifespan_context(app))
+            side_app = create_app(settings.model_copy(update={"fast_path": fast}))
+            side_app.state.engine, side_app.state.hub = engine, app.state.hub
             http = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://slotengine.test")
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=side_app), base_url="http://slotengine.test"
+                )
             )
-            sides.append(Side(http, _book(app)))
+            sides.append(Side(http, _book(side_app)))
         assert sides[0].book is None and sides[1].book is not None
         yield Apps(*sides)
 

@@ -97,7 +97,9 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         """Strict JSON for bodies and WebSocket messages: anything unreadable is a JSONDecodeError."""
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else data
-            return json.loads(text, parse_constant=_no_constant)
+            if text.startswith("\ufeff"):  # as json.loads refuses it
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+            return _JSON.decode(text)
         except json.JSONDecodeError:
             raise
         except (UnicodeDecodeError, RecursionError, ValueError) as exc:
@@ -193,6 +195,10 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+# Made once: json.loads with any option builds a new decoder on every call.
+_JSON = json.JSONDecoder(parse_constant=_no_constant)
+
+
 HTTP_OPERATIONS = {
     "GET": frozenset({OperationType.QUERY}),
     "POST": frozenset({OperationType.QUERY, OperationType.MUTATION}),
@@ -263,10 +269,11 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/", board.page),
-            Mount(board.ASSET_PREFIX, StaticFiles(directory=board.ASSETS), name="board-assets"),
+            # First: nearly every request is for it, and Starlette tries routes in order.
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
+            Route("/", board.page),
+            Mount(board.ASSET_PREFIX, StaticFiles(directory=board.ASSETS), name="board-assets"),
             # Both check PostgreSQL and Redis: /healthz for what exists, /readyz for orchestrators.
             Route("/healthz", operations.readiness),
             Route("/readyz", operations.readiness),
