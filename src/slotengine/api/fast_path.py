@@ -10,7 +10,9 @@ resolver with the same context, the same masked errors, the same JSON bytes. Eve
 (other documents, unusual variables, other content types) goes the normal way, untouched.
 
 Outer edge rules are not this module's: the bearer check, body limit, browser headers and request
-timing wrap both paths alike.
+timing wrap both paths alike. Schema extensions do not run on a plan: today's act only on parsing
+and validation (done once, on the normal path) and on errors (masked here as MaskErrors would);
+one that must see every execution (tracing, say) has to be mirrored here or turn the fast path off.
 """
 
 from __future__ import annotations
