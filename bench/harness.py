@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 from slotengine.config import Settings
 from slotengine.embedded import EmbeddedServer, free_port, start_postgres, start_redis
@@ -138,6 +139,7 @@ async def engine_and_floor() -> AsyncIterator[tuple[Engine, Settings, int, int]]
     async with bench_engine() as (engine, settings):
         api_port, floor_port = free_port(), free_port()
         processes = [spawn_api(api_port), spawn_floor(floor_port)]
+        _SERVERS.update({api_port: processes[0].pid, floor_port: processes[1].pid})
         try:
             await wait_until_serving(api_port)
             await wait_until_serving(floor_port)
@@ -147,6 +149,19 @@ async def engine_and_floor() -> AsyncIterator[tuple[Engine, Settings, int, int]]
                 process.send_signal(signal.SIGTERM)
             for process in processes:
                 process.wait(30)
+            _SERVERS.pop(api_port, None)
+            _SERVERS.pop(floor_port, None)
+
+
+# The server processes engine_and_floor started, by port: whose CPU time cpu_seconds reads.
+_SERVERS: dict[int, int] = {}
+
+
+def cpu_seconds(port: int) -> float:
+    """CPU time (user + system) the server on `port` has used so far: its cost, whatever else
+    runs on the machine (its throughput there is shared with every other process)."""
+    times = psutil.Process(_SERVERS[port]).cpu_times()
+    return float(times.user + times.system)
 
 
 class SideBySide:

@@ -20,7 +20,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 
 from bench import floor
-from bench.harness import SideBySide, engine_and_floor
+from bench.harness import SideBySide, cpu_seconds, engine_and_floor
 from bench.http_load import closed_loop, post_request
 from slotengine.api.auth import issue_token
 from slotengine.domain.policy import SlotSpec
@@ -154,11 +154,15 @@ async def run(*, quick: bool = False) -> None:
             tokens = [issue_token(settings.jwt_secret, f"many{round_}-{i}") for i in range(HOLDERS)]
             order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
             figures: dict[str, tuple[float, float, int]] = {}
+            cpu_ms: dict[str, float] = {}
             for side in order:
                 port, path, slots = sides[side]
+                began = cpu_seconds(port)
                 figures[side] = await _load(
                     port, path, tokens, slots, f"m{round_}-{side}", 2.0 if round_ < 0 else seconds
                 )
+                answered = figures[side][0] * (2.0 if round_ < 0 else seconds)
+                cpu_ms[side] = (cpu_seconds(port) - began) * 1000 / max(answered, 1)
                 if figures[side][2]:
                     print(f"  !! {side}: {figures[side][2]} answers were not a Booking (or socket errors)")
             if round_ < 0:
@@ -173,5 +177,6 @@ async def run(*, quick: bool = False) -> None:
                 wrong=wrong,
             )
             table.add("reserve p99", figures["engine"][1], figures["floor"][1], "ms", wrong=wrong)
+            table.add("server CPU per reserve", cpu_ms["engine"], cpu_ms["floor"], "ms", wrong=wrong)
         print("-- many slots, engine/floor:")
         table.report()

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         default=False,
         description="answer schema introspection (dev turns it on; clients can use schema.graphql)",
     )
+    fast_path: bool = Field(
+        default=True,
+        description="answer repeated reserveSlot/confirmBooking/cancelBooking documents through their "
+        "compiled plans, skipping graphql-core's generic execution (same answers, less CPU)",
+    )
     max_body_bytes: int = Field(default=64 * 1024, gt=0, description="largest HTTP request body accepted")
     reserve_rate_per_minute: int = Field(
         default=120, ge=0, description="reserveSlot calls one holder may make per minute; 0 = no limit"

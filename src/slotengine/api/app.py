@@ -35,11 +35,12 @@ from strawberry.types.unset import UNSET, UnsetType
 from slotengine.api import board, explorer, operations, vendor
 from slotengine.api.auth import InvalidToken, caller_from_header
 from slotengine.api.context import Context
+from slotengine.api.fast_path import FastPath, PlanBook, read_body
 from slotengine.api.guards import BodySizeLimit, BrowserHeaders, websocket_message_limit
-from slotengine.api.schema import build_schema
+from slotengine.api.schema import build_schema, masked_error
 from slotengine.api.socket_rules import HolderCounts, RuledTransportWS, payload_authorization
 from slotengine.config import Settings, required
-from slotengine.service.engine import Engine, close_engine, open_engine
+from slotengine.service.engine import close_engine, open_engine
 from slotengine.service.events import EventHub
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ class SlotengineGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = RuledTransportWS
 
     def __init__(self, settings: Settings) -> None:
+        book = PlanBook() if settings.fast_path else None
         super().__init__(
-            build_schema(introspection=settings.introspection),
+            build_schema(introspection=settings.introspection, plans=book),
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
             connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
@@ -60,6 +62,17 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             allowed_origins=settings.allowed_origins,
         )
         self.settings = settings
+        self.fast_path: FastPath | None = None
+        if book is not None:
+            schema = self.schema
+            self.fast_path = FastPath(
+                book,
+                parse_json=self.parse_json,
+                encode_json=self.encode_json,
+                streams=self._get_stream_transport_from_headers,
+                report_errors=lambda errors: schema.process_errors(errors, None),
+                mask_error=masked_error,
+            )
         self.holder_counts = HolderCounts(
             settings.ws_max_sockets_per_holder, settings.ws_max_subscriptions_per_holder
         )
@@ -68,6 +81,12 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if self.fast_path is not None and self.fast_path.wants(scope):
+            body, receive = await read_body(receive)
+            fast = None if body is None else await self.fast_path.answer(scope, body)
+            if fast is not None:
+                await fast(scope, receive, send)
+                return
         try:
             response = await self.run(Request(scope=scope, receive=receive))
         except HTTPException as refused:  # Strawberry answers these in plain text: ours are typed
@@ -78,7 +97,9 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         """Strict JSON for bodies and WebSocket messages: anything unreadable is a JSONDecodeError."""
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else data
-            return json.loads(text, parse_constant=_no_constant)
+            if text.startswith("\ufeff"):  # as json.loads refuses it
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+            return _JSON.decode(text)
         except json.JSONDecodeError:
             raise
         except (UnicodeDecodeError, RecursionError, ValueError) as exc:
@@ -104,7 +125,7 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         """Strawberry's, but subscriptions are WebSocket-only: over HTTP they are a 400."""
         allowed = HTTP_OPERATIONS[request_adapter.method]
         try:
-            return await self.schema.execute(
+            result = await self.schema.execute(
                 request_data.query,
                 root_value=root_value,
                 variable_values=request_data.variables,
@@ -121,6 +142,7 @@ class SlotengineGraphQL(GraphQL[Context, None]):
             raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from None
         except MissingQueryError:
             raise HTTPException(400, "No GraphQL query found in the request") from None
+        return result
 
     async def render_graphql_ide(self, request: Request) -> Response:
         if explorer.assets_present():
@@ -129,10 +151,7 @@ class SlotengineGraphQL(GraphQL[Context, None]):
         return await super().render_graphql_ide(request)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        engine: Engine = request.app.state.engine
-        caller = request.scope.get("state", {}).get("caller")
-        address = request.client.host if request.client else None
-        return Context(engine=engine, hub=request.app.state.hub, caller=caller, client_address=address)
+        return Context.of_request(request.scope)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Only authenticated connections are accepted; the token comes in connection_init."""
@@ -174,6 +193,10 @@ def graphiql_policy(page: str) -> str:
 
 def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+# Made once: json.loads with any option builds a new decoder on every call.
+_JSON = json.JSONDecoder(parse_constant=_no_constant)
 
 
 HTTP_OPERATIONS = {
@@ -246,10 +269,11 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/", board.page),
-            Mount(board.ASSET_PREFIX, StaticFiles(directory=board.ASSETS), name="board-assets"),
+            # First: nearly every request is for it, and Starlette tries routes in order.
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
+            Route("/", board.page),
+            Mount(board.ASSET_PREFIX, StaticFiles(directory=board.ASSETS), name="board-assets"),
             # Both check PostgreSQL and Redis: /healthz for what exists, /readyz for orchestrators.
             Route("/healthz", operations.readiness),
             Route("/readyz", operations.readiness),

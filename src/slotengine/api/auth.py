@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +40,52 @@ def read_token(secret: str, token: str) -> Caller:
     return read_credentials(secret, token).caller
 
 
+class VerifiedTokens:
+    """Tokens whose signature and claims were checked, so a client's next request skips the HMAC
+    and the claim parsing: a bounded least-recently-used map from (secret, token) to what it said.
+
+    Only successes are kept, and a kept token still lapses at its `exp`, exactly as PyJWT
+    decides it (valid while int(exp) > now). `nbf`, once passed, stays passed. Nothing else in
+    a token depends on time, and the same text under the same secret always verifies the same.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._known: OrderedDict[tuple[str, str], tuple[Credentials, int]] = OrderedDict()
+
+    def read(self, secret: str, token: str, now: float | None = None) -> Credentials:
+        """The credentials of `token`, or InvalidToken saying why not."""
+        key = (secret, token)
+        known = self._known.get(key)
+        moment = time.time() if now is None else now
+        if known is not None:
+            credentials, valid_until = known
+            if valid_until <= moment:
+                del self._known[key]
+                raise InvalidToken("the token has expired")
+            self._known.move_to_end(key)
+            return credentials
+        credentials = _verified(secret, token)
+        self._known[key] = (credentials, int(credentials.expires_at))
+        if len(self._known) > self.max_entries:
+            self._known.popitem(last=False)
+        return credentials
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+# The process's one cache: every request of a client carries the same token.
+VERIFIED = VerifiedTokens()
+
+
 def read_credentials(secret: str, token: str) -> Credentials:
     """The caller a token names and its expiry, or InvalidToken saying why not."""
+    return VERIFIED.read(secret, token)
+
+
+def _verified(secret: str, token: str) -> Credentials:
+    """Check the token's signature and claims (PyJWT), every time."""
     try:
         # `iat` is the issuer's clock: checking it against ours would refuse every fresh token on
         # a server whose clock is behind. Validity is `exp` (a token lives hours, skew minutes).

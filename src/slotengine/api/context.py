@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.types import Scope
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
@@ -27,6 +28,16 @@ class Context:
     # Batches the audit trails a response asks for into one query. No cache: a WebSocket keeps
     # its context for as long as it is open, and a trail grows.
     histories: DataLoader[str, list[TransitionView]] = field(init=False)
+
+    @classmethod
+    def of_request(cls, scope: Scope) -> Context:
+        """The context of an HTTP request or WebSocket: the app's engine, the caller auth found."""
+        state = scope["app"].state
+        client = scope.get("client")
+        caller = scope.get("state", {}).get("caller")
+        return cls(
+            engine=state.engine, hub=state.hub, caller=caller, client_address=client[0] if client else None
+        )
 
     def __post_init__(self) -> None:
         engine = self.engine

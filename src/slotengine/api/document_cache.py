@@ -56,6 +56,9 @@ class BoundedCache(Generic[K, V]):
         self._items.move_to_end(key)
         return found[0]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
     def put(self, key: K, value: V, chars: int) -> None:
         """Keep `value` unless it is too large; drop the least recently used to stay in bounds."""
         if chars > self.max_item_chars or key in self._items:

@@ -131,8 +131,22 @@ class RequestTiming:
 def _route(scope: Scope) -> str:
     """The matching route's path template, so that ids in paths do not explode the labels."""
     app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
+    routes = getattr(getattr(app, "router", None), "routes", ())
+    # Routes are fixed, so the answer depends on these alone; remembered for the commonest paths.
+    key = (id(routes), scope["type"], scope["path"], scope.get("root_path", ""), scope.get("method"))
+    known = _ROUTES.get(key)
+    if known is not None:
+        return known
+    found = "unmatched"
+    for route in routes:
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return str(getattr(route, "path", scope["path"]))
-    return "unmatched"
+            found = str(getattr(route, "path", scope["path"]))
+            break
+    if len(_ROUTES) < _ROUTES_KEPT:  # paths are the client's to choose: a bound, not an LRU
+        _ROUTES[key] = found
+    return found
+
+
+_ROUTES_KEPT = 1024
+_ROUTES: dict[tuple[object, ...], str] = {}

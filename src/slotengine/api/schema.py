@@ -39,6 +39,7 @@ from slotengine.api.errors import (
     WebhookEndpointNotFound,
     error_member,
 )
+from slotengine.api.fast_path import LearnPlans, PlanBook
 from slotengine.api.shared_events import SharedEventExecutor, shared_slot
 from slotengine.api.types import (
     Booking,
@@ -607,13 +608,26 @@ def _is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+INTERNAL_ERROR = "Internal error."
+# The mask every request's MaskErrors applies, kept for the fast path, which has no extensions.
+_MASK = MaskErrors(should_mask_error=_is_internal, error_message=INTERNAL_ERROR)
+
+
+def masked_error(error: GraphQLError) -> GraphQLError:
+    """What a client is shown of `error`: an internal failure as INTERNAL_ERROR, the rest as is."""
+    return _MASK.anonymise_error(error) if _MASK.should_mask_error(error) else error
+
+
 # Built once: the same rule class on every request keeps the validation cache's keys equal.
 DOCUMENT_BUDGET = DocumentBudget()
 _BUDGET_RULES = [document_budget_rule(DOCUMENT_BUDGET)]
 
 
-def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaExtension]]:
-    """Bounded parse and validation caches, the document budget, error masking; introspection if asked."""
+def edge_extensions(
+    *, introspection: bool = True, plans: PlanBook | None = None
+) -> list[Callable[[], SchemaExtension]]:
+    """Bounded parse and validation caches, the document budget, error masking; introspection if
+    asked; the fast path's plan book learning validated documents, if given."""
     # Factories: each request gets fresh extension state; the caches and the budget's rule
     # class live at module level, shared by all requests.
     extensions: list[Callable[[], SchemaExtension]] = [
@@ -622,10 +636,12 @@ def edge_extensions(*, introspection: bool = True) -> list[Callable[[], SchemaEx
         # Depth (introspection exempt), aliases, cost, fragments, directives, repeated fields: one pass.
         lambda: AddValidationRules(_BUDGET_RULES),
         lambda: MaxTokensLimiter(max_token_count=2000),
-        lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal error."),
+        lambda: MaskErrors(should_mask_error=_is_internal, error_message=INTERNAL_ERROR),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
+    if plans is not None:
+        extensions.append(lambda: LearnPlans(plans))
     return extensions
 
 
@@ -651,9 +667,9 @@ def _error_excerpt(error: GraphQLError) -> str:
     )
 
 
-def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+def build_schema(*, introspection: bool = True, plans: PlanBook | None = None) -> strawberry.Schema:
     """The engine's schema with its edge extensions."""
-    extensions = edge_extensions(introspection=introspection)
+    extensions = edge_extensions(introspection=introspection, plans=plans)
     return EngineSchema(
         query=Query,
         mutation=Mutation,
