@@ -6,7 +6,7 @@ from uuid import UUID
 
 from taskiq import AsyncBroker, TaskiqDepends, TaskiqState
 
-from slotengine.service import expiry
+from slotengine.service import expiry, groups
 from slotengine.service.engine import Engine
 from slotengine.service.reservations import settle_slot as settle
 from slotengine.service.timers import EXPIRE_HOLD_TASK, REARM_TIMERS_TASK, SETTLE_SLOT_TASK, SWEEP_TASK
@@ -27,6 +27,11 @@ async def settle_slot(slot_id: str, state: TaskiqState = TaskiqDepends()) -> Non
     await settle(_engine(state), UUID(slot_id))
 
 
+async def expire_group(group_id: str, state: TaskiqState = TaskiqDepends()) -> bool:
+    """Expire every hold of a booking group together once PostgreSQL says they lapsed."""
+    return await groups.expire_group(_engine(state), UUID(group_id))
+
+
 async def sweep(state: TaskiqState = TaskiqDepends()) -> int:
     """The backstop: settle every slot a lost or late timer left unsettled."""
     return await expiry.sweep(_engine(state))
@@ -41,5 +46,6 @@ def register_tasks(broker: AsyncBroker) -> None:
     """Put the engine's tasks on `broker`, under the names the timers and scheduler send."""
     broker.register_task(expire_hold, task_name=EXPIRE_HOLD_TASK)
     broker.register_task(settle_slot, task_name=SETTLE_SLOT_TASK)
+    broker.register_task(expire_group, task_name=groups.EXPIRE_GROUP_TASK)
     broker.register_task(sweep, task_name=SWEEP_TASK)
     broker.register_task(rearm_timers, task_name=REARM_TIMERS_TASK)

@@ -74,6 +74,17 @@ class TooManyBookings(Error):
     limit: int
 
 
+@strawberry.type(description="A slot a booking group could not hold; the group holds none of its slots.")
+class SlotUnavailable(Error):
+    slot_id: strawberry.ID
+    reason: str
+
+
+@strawberry.type
+class GroupNotFound(Error):
+    group_id: strawberry.ID
+
+
 def error_member(exc: domain.DomainError) -> Any:
     """The GraphQL member that tells the client what `exc` means."""
     match exc:
@@ -103,4 +114,8 @@ def error_member(exc: domain.DomainError) -> Any:
             return RateLimited(message=exc.message, retry_after_seconds=exc.retry_after_seconds)
         case domain.TooManyBookings():
             return TooManyBookings(message=exc.message, limit=exc.limit)
+        case domain.SlotUnavailable():
+            return SlotUnavailable(message=exc.message, slot_id=strawberry.ID(exc.slot_id), reason=exc.why)
+        case domain.GroupNotFound():
+            return GroupNotFound(message=exc.message, group_id=strawberry.ID(exc.group_id))
     raise TypeError(f"no GraphQL member for {exc!r}")  # pragma: no cover

@@ -24,6 +24,7 @@ from slotengine.api.document_budget import DocumentBudget, document_budget_rule
 from slotengine.api.document_cache import BoundedParserCache, BoundedValidationCache
 from slotengine.api.errors import (
     BookingNotFound,
+    GroupNotFound,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidTransition,
@@ -32,6 +33,7 @@ from slotengine.api.errors import (
     RateLimited,
     SlotClosed,
     SlotNotFound,
+    SlotUnavailable,
     TooManyBookings,
     ValidationError,
     error_member,
@@ -39,6 +41,7 @@ from slotengine.api.errors import (
 from slotengine.api.shared_events import SharedEventExecutor, shared_slot
 from slotengine.api.types import (
     Booking,
+    BookingGroup,
     CreateSlotInput,
     CreateSlotsInput,
     QueuePosition,
@@ -51,7 +54,7 @@ from slotengine.domain.errors import DomainError
 from slotengine.domain.policy import SlotSpec
 from slotengine.domain.recurrence import RecurrencePattern
 from slotengine.logs import excerpt
-from slotengine.service import live, queries, reservations, slot_generation
+from slotengine.service import groups, live, queries, reservations, slot_generation
 from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import admitted_read
 
@@ -86,6 +89,26 @@ CancelBookingResult = Annotated[
 CompleteBookingResult = Annotated[
     Booking | BookingNotFound | NotAuthorized | InvalidTransition | ValidationError,
     strawberry.union("CompleteBookingResult"),
+]
+ReserveSlotsResult = Annotated[
+    BookingGroup
+    | SlotNotFound
+    | SlotClosed
+    | SlotUnavailable
+    | IdempotencyKeyReused
+    | ValidationError
+    | NotAuthorized
+    | RateLimited
+    | TooManyBookings,
+    strawberry.union("ReserveSlotsResult"),
+]
+ConfirmGroupResult = Annotated[
+    BookingGroup | GroupNotFound | HoldExpired | InvalidTransition | NotAuthorized | ValidationError,
+    strawberry.union("ConfirmGroupResult"),
+]
+CancelGroupResult = Annotated[
+    BookingGroup | GroupNotFound | InvalidTransition | NotAuthorized | ValidationError,
+    strawberry.union("CancelGroupResult"),
 ]
 
 MAX_PAGE = 200
@@ -194,6 +217,15 @@ class Query:
         views = await _read(info, lambda: queries.my_bookings(info.context.engine, caller, size))
         return [Booking.of(v) for v in views]
 
+    @strawberry.field(description="A booking group of yours (any, for an admin).")
+    async def booking_group(self, info: Info, id: strawberry.ID) -> BookingGroup | None:
+        group_id = _id("id", id)
+        caller = info.context.caller
+        if caller is None:
+            return None
+        view = await _read(info, lambda: groups.get_group(info.context.engine, caller, group_id))
+        return BookingGroup.of(view) if view else None
+
     @strawberry.field(description="Where a booking of yours stands in its slot's queue.")
     async def queue_position(self, info: Info, booking_id: strawberry.ID) -> QueuePosition | None:
         canonical = _id("bookingId", booking_id)
@@ -295,6 +327,39 @@ class Mutation:
         return await _answer(
             lambda: reservations.cancel_booking(ctx.engine, ctx.require_caller(), str(booking_id), reason),
             Booking.of,
+        )
+
+    @strawberry.mutation(
+        description="Hold a unit of every slot named, with one expiresAt, or none of them: a refusal "
+        "names the slot that could not be held (SlotUnavailable, SlotClosed, SlotNotFound). The same "
+        "idempotencyKey replays the group. wait: true (joining every queue) is not offered yet."
+    )
+    async def reserve_slots(
+        self, info: Info, slot_ids: list[strawberry.ID], idempotency_key: str, wait: bool | None = False
+    ) -> ReserveSlotsResult:
+        ctx = info.context
+        return await _answer(
+            lambda: groups.reserve_slots(
+                ctx.engine, ctx.require_caller(), [str(s) for s in slot_ids], idempotency_key, bool(wait)
+            ),
+            BookingGroup.of,
+        )
+
+    @strawberry.mutation(description="Confirm every hold of your group together, before its expiresAt.")
+    async def confirm_group(self, info: Info, group_id: strawberry.ID) -> ConfirmGroupResult:
+        ctx = info.context
+        return await _answer(
+            lambda: groups.confirm_group(ctx.engine, ctx.require_caller(), str(group_id)), BookingGroup.of
+        )
+
+    @strawberry.mutation(description="Cancel every booking of a group; freed units go to the queues' heads.")
+    async def cancel_group(
+        self, info: Info, group_id: strawberry.ID, reason: str | None = None
+    ) -> CancelGroupResult:
+        ctx = info.context
+        return await _answer(
+            lambda: groups.cancel_group(ctx.engine, ctx.require_caller(), str(group_id), reason),
+            BookingGroup.of,
         )
 
     @strawberry.mutation(description="Mark a confirmed booking as served (admins only).")

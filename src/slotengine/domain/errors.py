@@ -82,3 +82,18 @@ class Busy(DomainError):
     def __init__(self, retry_after_seconds: float) -> None:
         super().__init__("the engine is busy with other reads; try again shortly")
         self.retry_after_seconds = retry_after_seconds
+
+
+class SlotUnavailable(DomainError):
+    """A group could not hold this slot, so it holds none of them."""
+
+    def __init__(self, slot_id: str, why: str) -> None:
+        super().__init__(f"slot {slot_id} cannot be held: {why}; nothing was held")
+        self.slot_id = slot_id
+        self.why = why
+
+
+class GroupNotFound(DomainError):
+    def __init__(self, group_id: str) -> None:
+        super().__init__(f"booking group {group_id} does not exist")
+        self.group_id = group_id

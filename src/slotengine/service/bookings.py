@@ -11,7 +11,7 @@ from slotengine.service.state_sql import CLAIMING_SQL, RESERVED
 from slotengine.service.views import BookingView
 from slotengine.store.database import connection
 
-BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at"
+BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at, group_id"
 
 
 async def check_live_booking_cap(holder: str, slot_id: UUID, cap: int) -> None:
@@ -49,4 +49,5 @@ def booking_view(row: dict[str, Any], queue_position: int | None) -> BookingView
         expires_at=row["expires_at"] if state in (BookingState.RESERVED, BookingState.EXPIRED) else None,
         queue_position=queue_position if state is BookingState.PENDING else None,
         created_at=row["created_at"],
+        group_id=str(row["group_id"]) if row.get("group_id") else None,
     )

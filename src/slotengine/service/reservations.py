@@ -7,7 +7,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from slotengine.domain import policy
+from slotengine.domain import groups, policy
 from slotengine.domain.errors import (
     BookingNotFound,
     DomainError,
@@ -89,6 +89,7 @@ async def _confirm(tx: SlotTransaction, caller: Caller, booking_id: UUID) -> dic
     state = BookingState(row["state"])
     if state is BookingState.EXPIRED and row["expires_at"] is not None:
         raise HoldExpired(str(booking_id), row["expires_at"])
+    _check_moves_alone(row, state, Event.CONFIRM)
     to_state = transition(state, Event.CONFIRM, Role.HOLDER)
     updated = await tx.fetch_one(
         f"UPDATE bookings SET state = $2, updated_at = now()"
@@ -141,6 +142,7 @@ async def _apply(
     """Move the booking by `event`, or raise why it may not (the transaction still commits)."""
     row = await _booking_in(tx, booking_id)
     state = BookingState(row["state"])
+    _check_moves_alone(row, state, event)
     to_state = transition(state, event, role)
     keeps_unit = to_state in OCCUPYING_STATES
     updated = await tx.fetch_one(
@@ -160,6 +162,12 @@ async def _apply(
         tx.waiting -= 1
     await tx.record(booking_id, state, to_state, event, actor, reason=reason, fence=row["fence"])
     return updated
+
+
+def _check_moves_alone(row: dict[str, Any], state: BookingState, event: Event) -> None:
+    """A held or waiting booking of a group moves only with its group (confirmGroup, cancelGroup)."""
+    if row["group_id"] is not None and not groups.member_moves_alone(state):
+        raise groups.GroupMember(state, event.value, str(row["id"]), str(row["group_id"]))
 
 
 async def _accessible_booking(caller: Caller, booking_id: str) -> dict[str, Any]:

@@ -1,0 +1,394 @@
+"""Booking groups: reserve several slots all or nothing, confirm, cancel and expire them together.
+
+Every call is one group transaction (service/group_transaction.py): the group's slots locked in
+ascending id, each settled, the domain deciding (domain/groups.py), every booking's transition
+audited on its slot, one commit, then each slot announced. A group holds every one of its slots
+with one expiresAt, or none of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from taskiq import ScheduledTask
+from tortoise.exceptions import IntegrityError
+
+from slotengine.domain import groups as rules
+from slotengine.domain import policy
+from slotengine.domain.errors import (
+    DomainError,
+    GroupNotFound,
+    HoldExpired,
+    IdempotencyKeyReused,
+    NotAuthorized,
+    ValidationError,
+)
+from slotengine.domain.states import BookingState, Event, Role, transition
+from slotengine.metrics import RESERVATIONS
+from slotengine.service.announcements import Change
+from slotengine.service.bookings import BOOKING_COLUMNS, booking_view
+from slotengine.service.engine import Engine
+from slotengine.service.group_transaction import GroupTransaction, group_transaction
+from slotengine.service.ids import parse_id
+from slotengine.service.rate_limit import take_reserve_turn
+from slotengine.service.retries import retry_conflicts
+from slotengine.service.settlement import promote, settle
+from slotengine.service.state_sql import CLAIMING_SQL, LIVE_SQL, RESERVED
+from slotengine.service.views import Caller, GroupView
+from slotengine.store.database import connection
+
+EXPIRE_GROUP_TASK = "slotengine.expire_group"
+_HELD = transition(None, Event.HOLD, Role.HOLDER)
+_GROUP_COLUMNS = "id, holder, idempotency_key, slot_ids, state, expires_at, created_at"
+
+
+def expire_group_schedule(group_id: UUID, expires_at: datetime) -> ScheduledTask:
+    """Expire the group's holds together when due: one timer for the whole group."""
+    return ScheduledTask(
+        task_name=EXPIRE_GROUP_TASK,
+        labels={},
+        args=[str(group_id)],
+        kwargs={},
+        schedule_id=f"expire-group:{group_id}:{int(expires_at.timestamp() * 1000)}",
+        time=expires_at,
+    )
+
+
+async def reserve_slots(
+    engine: Engine, caller: Caller, slot_ids: Sequence[str], key: str, wait: bool = False
+) -> GroupView:
+    """Hold a unit of every slot for the caller, with one expiresAt, or none of them; the refusal
+    names the slot that could not be held. The same caller and key replay the group."""
+    try:
+        policy.validate_idempotency_key(key)
+        ordered = rules.validate_group_slots([parse_id("slotIds", raw) for raw in slot_ids])
+        if wait:
+            raise ValidationError("wait", "waiting as a group is not available yet; reserve with wait: false")
+    except ValidationError:
+        await take_reserve_turn(engine, caller.holder)  # counts too, and RateLimited comes first
+        raise
+    await take_reserve_turn(engine, caller.holder)
+    await _check_cap(caller.holder, ordered, engine.live_bookings_per_holder)
+    try:
+        group, replayed = await _reserve_once(engine, caller, ordered, key)
+    except DomainError as refusal:
+        RESERVATIONS.labels(f"group:{type(refusal).__name__}").inc()
+        raise
+    RESERVATIONS.labels("group:replayed" if replayed else "group:held").inc()
+    return group
+
+
+async def _check_cap(holder: str, slot_ids: list[UUID], cap: int) -> None:
+    """TooManyBookings when the group's slots would take the holder past the live-bookings cap
+    (one query outside the locks, like reserveSlot's: concurrent calls may overshoot it)."""
+    if cap <= 0:
+        return
+    rows = await connection().execute_query_dict(
+        "SELECT count(*) AS n FROM bookings WHERE holder = $1 AND slot_id <> ALL($2::uuid[])"
+        f" AND state IN {CLAIMING_SQL} AND (state <> {RESERVED} OR expires_at > now())",
+        [holder, slot_ids],
+    )
+    rules.check_group_cap(int(rows[0]["n"]), len(slot_ids), cap)
+
+
+async def _reserve_once(
+    engine: Engine, caller: Caller, slot_ids: list[UUID], key: str
+) -> tuple[GroupView, bool]:
+    for _ in range(3):
+        try:
+            return await _reserve_group(engine, caller, slot_ids, key)
+        except (IntegrityError, asyncpg.UniqueViolationError) as exc:
+            # A concurrent call with the same key on other slots committed first: the lookup
+            # under the locks now finds it. Any other integrity error is a bug and must surface.
+            if "booking_groups_holder_idempotency_key_key" not in str(exc):
+                raise
+    raise RuntimeError("booking group neither written nor found")  # pragma: no cover
+
+
+@retry_conflicts
+async def _reserve_group(
+    engine: Engine, caller: Caller, slot_ids: list[UUID], key: str
+) -> tuple[GroupView, bool]:
+    async with group_transaction(engine, slot_ids) as group:
+        known = await group.fetch(
+            f"SELECT {_GROUP_COLUMNS} FROM booking_groups WHERE holder = $1 AND idempotency_key = $2",
+            caller.holder,
+            key,
+        )
+        if known:
+            if list(known[0]["slot_ids"]) != slot_ids:
+                raise IdempotencyKeyReused(key)
+            replay = known[0]
+        else:
+            replay = None
+            for tx in group.slots:
+                await settle(tx)
+            live = {
+                row["slot_id"]
+                for row in await group.fetch(
+                    f"SELECT slot_id FROM bookings WHERE slot_id = ANY($1::uuid[]) AND holder = $2"
+                    f" AND state IN {LIVE_SQL}",
+                    slot_ids,
+                    caller.holder,
+                )
+            }
+            standings = [
+                rules.SlotStanding(
+                    slot_id=tx.slot_key,
+                    closed=tx.closed,
+                    starts_at=tx.starts_at,
+                    ends_at=tx.ends_at,
+                    capacity=tx.capacity,
+                    hold_seconds=tx.hold_seconds,
+                    occupied=len(tx.taken),
+                    waiting=tx.waiting,
+                    holder_has_live_booking=tx.slot_id in live,
+                )
+                for tx in group.slots
+            ]
+            rules.admit_group(standings, group.now)
+            group_id = await _hold_all(group, caller.holder, key, rules.group_expiry(group.now, standings))
+    if replay is not None:
+        view = await load_group(replay["id"])
+        assert view is not None
+        return view, True
+    view = await load_group(group_id)
+    assert view is not None
+    return view, False
+
+
+async def _hold_all(group: GroupTransaction, holder: str, key: str, expires_at: datetime) -> UUID:
+    """Write the group, one held booking per slot with its fence and audit row, and each slot's
+    version, in one statement; then tell each slot's transaction what changed."""
+    group_id = uuid.uuid4()
+    slot_ids = [tx.slot_id for tx in group.slots]
+    booking_ids = [uuid.uuid4() for _ in group.slots]
+    units = [policy.free_units(tx.capacity, tx.taken)[0] for tx in group.slots]
+    rows = await group.fetch(
+        "WITH grp AS ("
+        "  INSERT INTO booking_groups (id, holder, idempotency_key, slot_ids, state, expires_at)"
+        "  VALUES ($1, $2, $3, $4::uuid[], $5, $6) RETURNING id),"
+        " slot AS ("
+        "  UPDATE slots s SET fence = s.fence + 1, version = s.version + 1"
+        "  WHERE s.id = ANY($4::uuid[]) RETURNING s.id, s.fence, s.version),"
+        " booking AS ("
+        "  INSERT INTO bookings"
+        "   (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key, group_id)"
+        "  SELECT t.id, t.slot_id, $2, $5, t.unit, slot.fence, $6, $3, (SELECT id FROM grp)"
+        "  FROM unnest($7::uuid[], $4::uuid[], $8::int[]) AS t (id, slot_id, unit)"
+        "  JOIN slot ON slot.id = t.slot_id"
+        f"  RETURNING {BOOKING_COLUMNS}),"
+        " audit AS ("
+        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
+        "  SELECT id, NULL, state, $9, holder, fence FROM booking ORDER BY slot_id)"
+        " SELECT booking.id, booking.slot_id, slot.version"
+        " FROM booking JOIN slot ON slot.id = booking.slot_id",
+        group_id,
+        holder,
+        key,
+        slot_ids,
+        _HELD.value,
+        expires_at,
+        booking_ids,
+        units,
+        Event.HOLD.value,
+    )
+    versions = {row["slot_id"]: (row["id"], int(row["version"])) for row in rows}
+    for tx, unit in zip(group.slots, units, strict=True):
+        booking_id, version = versions[tx.slot_id]
+        tx.version = version
+        tx.version_written = True
+        tx.taken.append(unit)
+        tx.changes.append(Change(str(booking_id), None, _HELD, Event.HOLD, None, expires_at))
+    group.schedules.append(expire_group_schedule(group_id, expires_at))
+    return group_id
+
+
+@retry_conflicts
+async def confirm_group(engine: Engine, caller: Caller, group_id: str) -> GroupView:
+    """Confirm every hold of the caller's group, or none: a group past its expiresAt is HoldExpired."""
+    found = await _accessible_group(caller, group_id)
+    if found["holder"] != caller.holder:
+        raise NotAuthorized("only the group's holder confirms it")
+    async with group_transaction(engine, list(found["slot_ids"])) as group:
+        for tx in group.slots:
+            await settle(tx)  # holds past expiresAt are EXPIRED now, and stay so after we answer
+        stored, members = await _locked_group(group, found["id"])
+        if any(m["state"] == BookingState.EXPIRED for m in members) or (
+            rules.group_state(stored, found["expires_at"], group.now) is BookingState.EXPIRED
+        ):
+            if stored is BookingState.RESERVED:
+                await _mark(group, found["id"], BookingState.EXPIRED)
+            raise HoldExpired(str(members[0]["id"]), found["expires_at"])
+        to_state = transition(stored, Event.CONFIRM, Role.HOLDER)
+        for member in members:
+            tx = group.by_id[member["slot_id"]]
+            state = BookingState(member["state"])
+            transition(state, Event.CONFIRM, Role.HOLDER)
+            updated = await tx.fetch_one(
+                "UPDATE bookings SET state = $2, updated_at = now()"
+                f" WHERE id = $1 AND state = {RESERVED} AND fence = $3 AND expires_at > now() RETURNING id",
+                member["id"],
+                to_state,
+                member["fence"],
+            )
+            assert updated is not None  # the locks keep the rows as read; the clock was checked
+            await tx.record(
+                member["id"], state, to_state, Event.CONFIRM, caller.holder, fence=member["fence"]
+            )
+        await _mark(group, found["id"], to_state)
+    view = await load_group(found["id"])
+    assert view is not None
+    return view
+
+
+@retry_conflicts
+async def cancel_group(engine: Engine, caller: Caller, group_id: str, reason: str | None) -> GroupView:
+    """Cancel every live booking of the group (its holder or an admin); freed units go to the heads
+    of the queues."""
+    policy.validate_reason(reason)
+    found = await _accessible_group(caller, group_id)
+    role = Role.HOLDER if found["holder"] == caller.holder else Role.ADMIN
+    async with group_transaction(engine, list(found["slot_ids"])) as group:
+        for tx in group.slots:
+            await settle(tx)
+        stored, members = await _locked_group(group, found["id"])
+        stored = rules.group_state(stored, found["expires_at"], group.now)
+        to_state = transition(stored, Event.CANCEL, role)
+        for member in members:
+            state = BookingState(member["state"])
+            if state not in (BookingState.PENDING, BookingState.RESERVED, BookingState.CONFIRMED):
+                continue  # a member cancelled alone, or completed: it stays as it is
+            tx = group.by_id[member["slot_id"]]
+            transition(state, Event.CANCEL, role)
+            await tx.fetch_one(
+                "UPDATE bookings SET state = $2, unit = NULL, updated_at = now() WHERE id = $1 RETURNING id",
+                member["id"],
+                to_state,
+            )
+            tx.unit_released(member["unit"])
+            if state is BookingState.PENDING:
+                tx.queue_seqs[str(member["id"])] = int(member["queue_seq"])
+                tx.waiting -= 1
+            await tx.record(
+                member["id"],
+                state,
+                to_state,
+                Event.CANCEL,
+                caller.holder,
+                reason=reason,
+                fence=member["fence"],
+            )
+        await _mark(group, found["id"], to_state)
+        for tx in group.slots:
+            await promote(tx)
+    view = await load_group(found["id"])
+    assert view is not None
+    return view
+
+
+@retry_conflicts
+async def expire_group(engine: Engine, group_id: UUID) -> bool:
+    """Expire the group's holds together once PostgreSQL's clock passed its expiresAt, and offer
+    each freed unit to its slot's queue; False when nothing was due (confirmed, cancelled, expired
+    already, or early: then the timer is set again)."""
+    rows = await connection().execute_query_dict(
+        f"SELECT {_GROUP_COLUMNS} FROM booking_groups WHERE id = $1", [group_id]
+    )
+    if not rows or rows[0]["state"] != BookingState.RESERVED:
+        return False
+    found = rows[0]
+    async with group_transaction(engine, list(found["slot_ids"])) as group:
+        stored, _ = await _locked_group(group, group_id)
+        due = rules.group_state(stored, found["expires_at"], group.now) is BookingState.EXPIRED
+        if stored is BookingState.RESERVED and not due:
+            group.schedules.append(expire_group_schedule(group_id, found["expires_at"]))
+            return False
+        for tx in group.slots:
+            await settle(tx)  # every hold of the group lapsed by the same clock: all expire here
+        if stored is BookingState.RESERVED:
+            await _mark(group, group_id, BookingState.EXPIRED)
+    return due and stored is BookingState.RESERVED
+
+
+async def _locked_group(group: GroupTransaction, group_id: UUID) -> tuple[BookingState, list[dict[str, Any]]]:
+    """The group's stored state and its bookings in lock order, read under the slots' locks."""
+    rows = await group.fetch(
+        "SELECT g.state AS group_state, b.id, b.slot_id, b.state, b.unit, b.fence, b.queue_seq, b.expires_at"
+        " FROM booking_groups g JOIN bookings b ON b.group_id = g.id WHERE g.id = $1 ORDER BY b.slot_id",
+        group_id,
+    )
+    return BookingState(rows[0]["group_state"]), rows
+
+
+async def _mark(group: GroupTransaction, group_id: UUID, state: BookingState) -> None:
+    await group.fetch(
+        "UPDATE booking_groups SET state = $2, updated_at = now() WHERE id = $1 RETURNING id", group_id, state
+    )
+
+
+async def _accessible_group(caller: Caller, group_id: str) -> dict[str, Any]:
+    """The group's row if the caller may act on it; someone else's reads as not found."""
+    rows = await connection().execute_query_dict(
+        f"SELECT {_GROUP_COLUMNS} FROM booking_groups WHERE id = $1", [parse_id("groupId", group_id)]
+    )
+    if not rows or (rows[0]["holder"] != caller.holder and not caller.admin):
+        raise GroupNotFound(group_id)
+    return rows[0]
+
+
+async def load_group(group_id: UUID) -> GroupView | None:
+    """The group with its bookings (in slot order) as committed, its state as the clock says."""
+    rows = await connection().execute_query_dict(
+        f"SELECT g.id AS group_id, g.holder AS group_holder, g.state AS group_state,"
+        " g.expires_at AS group_expires_at, g.created_at AS group_created_at, now() AS db_now,"
+        f" {', '.join('b.' + c.strip() for c in BOOKING_COLUMNS.split(','))}"
+        " FROM booking_groups g JOIN bookings b ON b.group_id = g.id WHERE g.id = $1 ORDER BY b.slot_id",
+        [group_id],
+    )
+    if not rows:
+        return None
+    first = rows[0]
+    state = rules.group_state(BookingState(first["group_state"]), first["group_expires_at"], first["db_now"])
+    bookings = []
+    for row in rows:
+        view = booking_view(row, None)
+        if view.state is BookingState.RESERVED and state is BookingState.EXPIRED:
+            view = dataclasses.replace(view, state=BookingState.EXPIRED)
+        bookings.append(view)
+    return GroupView(
+        id=str(first["group_id"]),
+        holder=first["group_holder"],
+        state=state,
+        expires_at=first["group_expires_at"]
+        if state in (BookingState.RESERVED, BookingState.EXPIRED)
+        else None,
+        bookings=bookings,
+        created_at=first["group_created_at"],
+    )
+
+
+async def get_group(engine: Engine, caller: Caller, group_id: str) -> GroupView | None:
+    """The caller's group (any, for an admin), or None; a group whose hold lapsed is expired first."""
+    found = await _accessible_group_or_none(caller, group_id)
+    if found is None:
+        return None
+    if found["state"] == BookingState.RESERVED and found["expires_at"] <= found["db_now"]:
+        await expire_group(engine, found["id"])
+    return await load_group(found["id"])
+
+
+async def _accessible_group_or_none(caller: Caller, group_id: str) -> dict[str, Any] | None:
+    rows = await connection().execute_query_dict(
+        f"SELECT {_GROUP_COLUMNS}, now() AS db_now FROM booking_groups WHERE id = $1",
+        [parse_id("id", group_id)],
+    )
+    if not rows or (rows[0]["holder"] != caller.holder and not caller.admin):
+        return None
+    return rows[0]
