@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench import expiry, fanout, hot_slot, many_slots, queue_length, read_flood, reserve
+from bench import expiry, fanout, groups, hot_slot, many_slots, queue_length, read_flood, reserve
 
 # Each takes `quick`: fewer rounds and smaller sizes, for a look in a minute or two.
 SCENARIOS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
@@ -23,6 +23,7 @@ SCENARIOS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
     "expiry": lambda quick: expiry.run(),
     "fanout": lambda quick: fanout.run(),
     "read_flood": lambda quick: read_flood.run(),
+    "groups": lambda quick: groups.run(quick=quick),
 }
 
 
