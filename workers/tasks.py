@@ -9,7 +9,14 @@ from taskiq import AsyncBroker, TaskiqDepends, TaskiqState
 from slotengine.service import expiry, groups
 from slotengine.service.engine import Engine
 from slotengine.service.reservations import settle_slot as settle
-from slotengine.service.timers import EXPIRE_HOLD_TASK, REARM_TIMERS_TASK, SETTLE_SLOT_TASK, SWEEP_TASK
+from slotengine.service.timers import (
+    EXPIRE_GROUP_TASK,
+    EXPIRE_HOLD_TASK,
+    OFFER_GROUP_TASK,
+    REARM_TIMERS_TASK,
+    SETTLE_SLOT_TASK,
+    SWEEP_TASK,
+)
 
 
 def _engine(state: TaskiqState) -> Engine:
@@ -32,6 +39,11 @@ async def expire_group(group_id: str, state: TaskiqState = TaskiqDepends()) -> b
     return await groups.expire_group(_engine(state), UUID(group_id))
 
 
+async def offer_group(group_id: str, state: TaskiqState = TaskiqDepends()) -> bool:
+    """Offer a waiting group every one of its slots if it heads each queue and each has a unit free."""
+    return await groups.offer_group(_engine(state), UUID(group_id))
+
+
 async def sweep(state: TaskiqState = TaskiqDepends()) -> int:
     """The backstop: settle every slot a lost or late timer left unsettled."""
     return await expiry.sweep(_engine(state))
@@ -46,6 +58,7 @@ def register_tasks(broker: AsyncBroker) -> None:
     """Put the engine's tasks on `broker`, under the names the timers and scheduler send."""
     broker.register_task(expire_hold, task_name=EXPIRE_HOLD_TASK)
     broker.register_task(settle_slot, task_name=SETTLE_SLOT_TASK)
-    broker.register_task(expire_group, task_name=groups.EXPIRE_GROUP_TASK)
+    broker.register_task(expire_group, task_name=EXPIRE_GROUP_TASK)
+    broker.register_task(offer_group, task_name=OFFER_GROUP_TASK)
     broker.register_task(sweep, task_name=SWEEP_TASK)
     broker.register_task(rearm_timers, task_name=REARM_TIMERS_TASK)

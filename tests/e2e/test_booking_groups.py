@@ -3,6 +3,7 @@ group's expiry), over HTTP, with real worker and scheduler processes and slotSta
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,9 +15,8 @@ from tests.e2e.ws import GraphQLWebSocket
 
 pytestmark = pytest.mark.usefixtures("workers")
 
-GROUP = (
-    "... on BookingGroup { id holder state expiresAt slotIds bookings { id slotId state expiresAt groupId } }"
-)
+GROUP = """... on BookingGroup { id holder state expiresAt slotIds
+  bookings { id slotId state expiresAt groupId queuePosition } }"""
 RESERVE_FIELDS = f"""
   __typename {GROUP}
   ... on SlotUnavailable {{ slotId reason }}
@@ -33,11 +33,13 @@ CONFIRM_FIELDS = f"{GROUP_FIELDS} ... on HoldExpired {{ bookingId expiredAt }}"
 SLOT_STATUS = "subscription($s: ID!) { slotStatus(slotId: $s) { held confirmed queueLength available } }"
 
 
-async def reserve_slots(gql: GraphQL, who: str, slot_ids: list[str], key: str) -> dict[str, Any]:
+async def reserve_slots(
+    gql: GraphQL, who: str, slot_ids: list[str], key: str, *, wait: bool = False
+) -> dict[str, Any]:
     data = await gql.run(
-        f"""mutation($s: [ID!]!, $k: String!) {{
-              reserveSlots(slotIds: $s, idempotencyKey: $k) {{ {RESERVE_FIELDS} }} }}""",
-        {"s": slot_ids, "k": key},
+        f"""mutation($s: [ID!]!, $k: String!, $w: Boolean) {{
+              reserveSlots(slotIds: $s, idempotencyKey: $k, wait: $w) {{ {RESERVE_FIELDS} }} }}""",
+        {"s": slot_ids, "k": key, "w": wait},
         as_=who,
     )
     result: dict[str, Any] = data["reserveSlots"]
@@ -227,3 +229,64 @@ async def test_the_group_reads_back_for_its_holder_only(gql: GraphQL) -> None:
     assert mine is not None and mine["state"] == "RESERVED"
     assert await read_group(gql, token("group-gus"), group["id"]) is None
     assert await read_group(gql, ADMIN, group["id"]) is not None
+
+
+async def group_state(group_id: str) -> str:
+    rows = await connection().execute_query_dict("SELECT state FROM booking_groups WHERE id = $1", [group_id])
+    return str(rows[0]["state"])
+
+
+async def test_a_waiting_group_is_passed_by_nobody_and_gets_every_slot_at_once(gql: GraphQL) -> None:
+    free, busy = await gql.create_slot(resource="doctor"), await gql.create_slot(resource="room")
+    first = await gql.reserve(token("wait-first"), busy, "k")
+    hana = token("wait-hana")
+
+    group = await reserve_slots(gql, hana, [free, busy], "visit", wait=True)
+
+    assert group["state"] == "PENDING", group
+    assert group["expiresAt"] is None
+    assert [(b["state"], b["queuePosition"]) for b in group["bookings"]] == [("PENDING", 1)] * 2
+    # The doctor's unit is free, but the group waits for it: a newcomer queues behind the group.
+    behind = await gql.reserve(token("wait-ivan"), free, "k")
+    assert (behind["state"], behind["queuePosition"]) == ("PENDING", 2), behind
+    doctor = await gql.slot(free)
+    assert doctor is not None and (doctor["available"], doctor["queueLength"]) == (1, 2)
+
+    # The room frees: the group heads both queues with a unit free in each, and gets both at once.
+    await gql.cancel(token("wait-first"), first["id"])
+    await eventually(lambda: group_state(group["id"]), lambda s: s == "RESERVED", within=20)
+    held = await read_group(gql, hana, group["id"])
+    assert held is not None
+    assert [b["state"] for b in held["bookings"]] == ["RESERVED"] * 2
+    assert await states_of([behind["id"]]) == ["PENDING"]
+    member_events = await connection().execute_query_dict(
+        "SELECT t.event, t.actor FROM transitions t JOIN bookings b ON b.id = t.booking_id"
+        " WHERE b.group_id = $1 ORDER BY t.id",
+        [group["id"]],
+    )
+    assert [(r["event"], r["actor"]) for r in member_events] == [("queue", "wait-hana")] * 2 + [
+        ("promote", "system")
+    ] * 2
+
+    confirmed = await group_call(gql, hana, "confirmGroup", group["id"])
+    assert confirmed["state"] == "CONFIRMED", confirmed
+    # The group gives the doctor back: the one behind it is next.
+    await group_call(gql, hana, "cancelGroup", group["id"])
+    assert await states_of([behind["id"]]) == ["RESERVED"]
+
+
+async def test_a_waiting_group_lapses_whole_when_one_of_its_slots_starts(gql: GraphQL) -> None:
+    soon = await gql.create_slot(resource="doctor", starts_in=timedelta(seconds=3))
+    later = await gql.create_slot(resource="room")
+    await gql.reserve(token("lapse-first"), soon, "k")
+    await gql.reserve(token("lapse-first"), later, "k")
+
+    group = await reserve_slots(gql, token("lapse-jo"), [soon, later], "visit", wait=True)
+    assert group["state"] == "PENDING", group
+
+    # The doctor's slot starts: its queue lapses, and with it the group's entry in the room's queue.
+    await eventually(lambda: group_state(group["id"]), lambda s: s == "EXPIRED", within=20)
+    members = [b["id"] for b in group["bookings"]]
+    assert await states_of(members) == ["EXPIRED", "EXPIRED"]
+    room = await gql.slot(later)
+    assert room is not None and room["queueLength"] == 0

@@ -331,8 +331,10 @@ class Mutation:
 
     @strawberry.mutation(
         description="Hold a unit of every slot named, with one expiresAt, or none of them: a refusal "
-        "names the slot that could not be held (SlotUnavailable, SlotClosed, SlotNotFound). The same "
-        "idempotencyKey replays the group. wait: true (joining every queue) is not offered yet."
+        "names the slot that could not be held (SlotUnavailable, SlotClosed, SlotNotFound). With wait: "
+        "true a group that cannot hold every slot now joins every slot's queue (state PENDING) and is "
+        "offered every hold at once when it heads every queue and each slot has a unit free; nobody "
+        "behind it passes it. The same idempotencyKey replays the group."
     )
     async def reserve_slots(
         self, info: Info, slot_ids: list[strawberry.ID], idempotency_key: str, wait: bool | None = False

@@ -66,19 +66,33 @@ class SlotStanding:
     holder_has_live_booking: bool
 
 
-def admit_group(standings: Sequence[SlotStanding], now: datetime) -> None:
-    """Raise why the group cannot hold every slot now (the first slot in lock order that refuses);
-    return when it can. A group follows the singles' rule on every slot: a free unit and nobody
-    waiting (FIFO beats speed, for groups too)."""
+def admit_group(standings: Sequence[SlotStanding], now: datetime, wait: bool) -> policy.Admission:
+    """HOLD when the group can hold every slot now; QUEUE (wait: true) when it must wait for some.
+    Raises why not (the first slot in lock order that refuses): a closed or started slot, a slot
+    the holder already holds or waits for, and, without `wait`, a slot it cannot hold now. A group
+    follows the singles' rule on every slot: a free unit and nobody waiting (FIFO beats speed)."""
+    full: SlotStanding | None = None
     for slot in standings:
         why = policy.accepts_reservations(slot.closed, slot.starts_at, now)
         if why is not None:
             raise SlotClosed(slot.slot_id, why)
         if slot.holder_has_live_booking:
             raise SlotUnavailable(slot.slot_id, "you already hold or wait for it")
-        if policy.admit(slot.capacity, slot.occupied, slot.waiting) is not policy.Admission.HOLD:
-            why = "every unit is taken" if slot.occupied >= slot.capacity else "people are waiting for it"
-            raise SlotUnavailable(slot.slot_id, why)
+        admitted = policy.admit(slot.capacity, slot.occupied, slot.waiting) is policy.Admission.HOLD
+        if not admitted and full is None:
+            full = slot
+    if full is None:
+        return policy.Admission.HOLD
+    if wait:
+        return policy.Admission.QUEUE
+    why = "every unit is taken" if full.occupied >= full.capacity else "people are waiting for it"
+    raise SlotUnavailable(full.slot_id, why)
+
+
+def group_can_be_offered(heads: Sequence[bool], free: Sequence[int]) -> bool:
+    """A waiting group is offered holds only when, on every one of its slots, its entry heads the
+    queue (`heads`) and a unit is free (`free`, units free per slot): all or nothing, in turn."""
+    return all(heads) and all(units > 0 for units in free)
 
 
 def group_expiry(now: datetime, standings: Sequence[SlotStanding]) -> datetime:

@@ -16,7 +16,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from taskiq import ScheduledTask
 from tortoise.exceptions import IntegrityError
 
 from slotengine.domain import groups as rules
@@ -39,25 +38,17 @@ from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import take_reserve_turn
 from slotengine.service.retries import retry_conflicts
 from slotengine.service.settlement import promote, settle
-from slotengine.service.state_sql import CLAIMING_SQL, LIVE_SQL, RESERVED
+from slotengine.service.state_sql import CLAIMING_SQL, LIVE_SQL, PENDING, RESERVED
+from slotengine.service.timers import expire_group_schedule
+from slotengine.service.unit_of_work import SYSTEM_ACTOR
 from slotengine.service.views import Caller, GroupView
 from slotengine.store.database import connection
 
-EXPIRE_GROUP_TASK = "slotengine.expire_group"
 _HELD = transition(None, Event.HOLD, Role.HOLDER)
+_QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
+_PROMOTED = transition(BookingState.PENDING, Event.PROMOTE, Role.SYSTEM)
+_LAPSED = transition(BookingState.PENDING, Event.LAPSE, Role.SYSTEM)
 _GROUP_COLUMNS = "id, holder, idempotency_key, slot_ids, state, expires_at, created_at"
-
-
-def expire_group_schedule(group_id: UUID, expires_at: datetime) -> ScheduledTask:
-    """Expire the group's holds together when due: one timer for the whole group."""
-    return ScheduledTask(
-        task_name=EXPIRE_GROUP_TASK,
-        labels={},
-        args=[str(group_id)],
-        kwargs={},
-        schedule_id=f"expire-group:{group_id}:{int(expires_at.timestamp() * 1000)}",
-        time=expires_at,
-    )
 
 
 async def reserve_slots(
@@ -68,19 +59,17 @@ async def reserve_slots(
     try:
         policy.validate_idempotency_key(key)
         ordered = rules.validate_group_slots([parse_id("slotIds", raw) for raw in slot_ids])
-        if wait:
-            raise ValidationError("wait", "waiting as a group is not available yet; reserve with wait: false")
     except ValidationError:
         await take_reserve_turn(engine, caller.holder)  # counts too, and RateLimited comes first
         raise
     await take_reserve_turn(engine, caller.holder)
     await _check_cap(caller.holder, ordered, engine.live_bookings_per_holder)
     try:
-        group, replayed = await _reserve_once(engine, caller, ordered, key)
+        group, replayed = await _reserve_once(engine, caller, ordered, key, wait)
     except DomainError as refusal:
         RESERVATIONS.labels(f"group:{type(refusal).__name__}").inc()
         raise
-    RESERVATIONS.labels("group:replayed" if replayed else "group:held").inc()
+    RESERVATIONS.labels("group:replayed" if replayed else f"group:{group.state.lower()}").inc()
     return group
 
 
@@ -98,11 +87,11 @@ async def _check_cap(holder: str, slot_ids: list[UUID], cap: int) -> None:
 
 
 async def _reserve_once(
-    engine: Engine, caller: Caller, slot_ids: list[UUID], key: str
+    engine: Engine, caller: Caller, slot_ids: list[UUID], key: str, wait: bool
 ) -> tuple[GroupView, bool]:
     for _ in range(3):
         try:
-            return await _reserve_group(engine, caller, slot_ids, key)
+            return await _reserve_group(engine, caller, slot_ids, key, wait)
         except (IntegrityError, asyncpg.UniqueViolationError) as exc:
             # A concurrent call with the same key on other slots committed first: the lookup
             # under the locks now finds it. Any other integrity error is a bug and must surface.
@@ -113,7 +102,7 @@ async def _reserve_once(
 
 @retry_conflicts
 async def _reserve_group(
-    engine: Engine, caller: Caller, slot_ids: list[UUID], key: str
+    engine: Engine, caller: Caller, slot_ids: list[UUID], key: str, wait: bool
 ) -> tuple[GroupView, bool]:
     async with group_transaction(engine, slot_ids) as group:
         known = await group.fetch(
@@ -138,22 +127,12 @@ async def _reserve_group(
                     caller.holder,
                 )
             }
-            standings = [
-                rules.SlotStanding(
-                    slot_id=tx.slot_key,
-                    closed=tx.closed,
-                    starts_at=tx.starts_at,
-                    ends_at=tx.ends_at,
-                    capacity=tx.capacity,
-                    hold_seconds=tx.hold_seconds,
-                    occupied=len(tx.taken),
-                    waiting=tx.waiting,
-                    holder_has_live_booking=tx.slot_id in live,
-                )
-                for tx in group.slots
-            ]
-            rules.admit_group(standings, group.now)
-            group_id = await _hold_all(group, caller.holder, key, rules.group_expiry(group.now, standings))
+            standings = _standings(group, live)
+            if rules.admit_group(standings, group.now, wait) is policy.Admission.HOLD:
+                expires_at = rules.group_expiry(group.now, standings)
+                group_id = await _hold_all(group, caller.holder, key, expires_at)
+            else:
+                group_id = await _queue_all(group, caller.holder, key)
     if replay is not None:
         view = await load_group(replay["id"])
         assert view is not None
@@ -175,8 +154,9 @@ async def _hold_all(group: GroupTransaction, holder: str, key: str, expires_at: 
         "  INSERT INTO booking_groups (id, holder, idempotency_key, slot_ids, state, expires_at)"
         "  VALUES ($1, $2, $3, $4::uuid[], $5, $6) RETURNING id),"
         " slot AS ("
-        "  UPDATE slots s SET fence = s.fence + 1, version = s.version + 1"
-        "  WHERE s.id = ANY($4::uuid[]) RETURNING s.id, s.fence, s.version),"
+        "  UPDATE slots s SET fence = s.fence + 1, version = s.version + 1, waiting = w.waiting"
+        "  FROM unnest($4::uuid[], $10::int[]) AS w (id, waiting)"
+        "  WHERE s.id = w.id RETURNING s.id, s.fence, s.version),"
         " booking AS ("
         "  INSERT INTO bookings"
         "   (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key, group_id)"
@@ -198,6 +178,7 @@ async def _hold_all(group: GroupTransaction, holder: str, key: str, expires_at: 
         booking_ids,
         units,
         Event.HOLD.value,
+        [tx.waiting for tx in group.slots],  # settlement may have moved the queue
     )
     versions = {row["slot_id"]: (row["id"], int(row["version"])) for row in rows}
     for tx, unit in zip(group.slots, units, strict=True):
@@ -208,6 +189,173 @@ async def _hold_all(group: GroupTransaction, holder: str, key: str, expires_at: 
         tx.changes.append(Change(str(booking_id), None, _HELD, Event.HOLD, None, expires_at))
     group.schedules.append(expire_group_schedule(group_id, expires_at))
     return group_id
+
+
+async def _queue_all(group: GroupTransaction, holder: str, key: str) -> UUID:
+    """Join every slot's queue as one waiting group: one PENDING booking per slot, each audited,
+    each slot's version and queue length written, in one statement."""
+    group_id = uuid.uuid4()
+    slot_ids = [tx.slot_id for tx in group.slots]
+    rows = await group.fetch(
+        "WITH grp AS ("
+        "  INSERT INTO booking_groups (id, holder, idempotency_key, slot_ids, state)"
+        "  VALUES ($1, $2, $3, $4::uuid[], $5) RETURNING id),"
+        " slot AS ("
+        "  UPDATE slots s SET version = s.version + 1, waiting = w.waiting"
+        "  FROM unnest($4::uuid[], $6::int[]) AS w (id, waiting)"
+        "  WHERE s.id = w.id RETURNING s.id, s.version),"
+        " booking AS ("
+        "  INSERT INTO bookings (id, slot_id, holder, state, idempotency_key, group_id)"
+        "  SELECT t.id, t.slot_id, $2, $5, $3, (SELECT id FROM grp)"
+        "  FROM unnest($7::uuid[], $4::uuid[]) AS t (id, slot_id)"
+        "  RETURNING id, slot_id, state, holder, queue_seq),"
+        " audit AS ("
+        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor)"
+        "  SELECT id, NULL, state, $8, holder FROM booking ORDER BY slot_id)"
+        " SELECT booking.id, booking.slot_id, booking.queue_seq, slot.version"
+        " FROM booking JOIN slot ON slot.id = booking.slot_id",
+        group_id,
+        holder,
+        key,
+        slot_ids,
+        _QUEUED.value,
+        [tx.waiting + 1 for tx in group.slots],
+        [uuid.uuid4() for _ in group.slots],
+        Event.QUEUE.value,
+    )
+    by_slot = {row["slot_id"]: row for row in rows}
+    for tx in group.slots:
+        row = by_slot[tx.slot_id]
+        booking_id = str(row["id"])
+        tx.version = int(row["version"])
+        tx.version_written = True
+        tx.waiting += 1
+        tx.queue_joined = True  # its lapse at the slot's start is timed like any waiter's
+        tx.queue_seqs[booking_id] = int(row["queue_seq"])
+        tx.places[booking_id] = tx.waiting
+        tx.changes.append(Change(booking_id, None, _QUEUED, Event.QUEUE, tx.waiting))
+    return group_id
+
+
+@retry_conflicts
+async def offer_group(engine: Engine, group_id: UUID) -> bool:
+    """Offer a waiting group a hold on every one of its slots, with one expiresAt, if it heads every
+    queue and every slot has a unit free; else leave it waiting (False). A group one of whose
+    entries lapsed (its slot started) can never be whole: its other entries lapse too."""
+    rows = await connection().execute_query_dict(
+        f"SELECT {_GROUP_COLUMNS} FROM booking_groups WHERE id = $1", [group_id]
+    )
+    if not rows or rows[0]["state"] != BookingState.PENDING:
+        return False
+    async with group_transaction(engine, list(rows[0]["slot_ids"])) as group:
+        offered = await _offer(group, group_id)
+        for tx in group.slots:
+            tx.groups_to_offer.discard(group_id)  # looked at just now, under every lock
+    return offered
+
+
+async def _offer(group: GroupTransaction, group_id: UUID) -> bool:
+    for tx in group.slots:
+        await settle(tx)  # singles ahead of the group take freed units first
+    stored, members = await _locked_group(group, group_id)
+    if stored is not BookingState.PENDING:
+        return False
+    if any(member["state"] != BookingState.PENDING for member in members):
+        await _lapse_rest(group, group_id, members)
+        return False
+    heads = {
+        row["slot_id"]: row["id"]
+        for row in await group.fetch(
+            "SELECT DISTINCT ON (slot_id) slot_id, id FROM bookings"
+            f" WHERE slot_id = ANY($1::uuid[]) AND state = {PENDING} ORDER BY slot_id, queue_seq",
+            [tx.slot_id for tx in group.slots],
+        )
+    }
+    at_head = [heads.get(member["slot_id"]) == member["id"] for member in members]
+    free = [len(policy.free_units(tx.capacity, tx.taken)) for tx in group.slots]
+    if not rules.group_can_be_offered(at_head, free):
+        return False
+    expires_at = rules.group_expiry(group.now, _standings(group, set()))
+    for member in members:
+        tx = group.by_id[member["slot_id"]]
+        unit = policy.free_units(tx.capacity, tx.taken)[0]
+        row = await tx.fetch_one(
+            "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"
+            " promoted AS ("
+            "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
+            "   fence = (SELECT fence FROM fence)"
+            f"  WHERE id = $1 AND state = {PENDING} RETURNING id, fence)"
+            " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence)"
+            f" SELECT id, {PENDING}, $3, $6, $7, fence FROM promoted RETURNING fence",
+            member["id"],
+            tx.slot_id,
+            _PROMOTED,
+            unit,
+            expires_at,
+            Event.PROMOTE.value,
+            SYSTEM_ACTOR,
+        )
+        assert row is not None  # the locks keep the queue as read
+        tx.taken.append(unit)
+        tx.waiting -= 1
+        tx.queue_seqs[str(member["id"])] = int(member["queue_seq"])
+        tx.changes.append(
+            Change(str(member["id"]), BookingState.PENDING, _PROMOTED, Event.PROMOTE, 1, expires_at)
+        )
+    await group.fetch(
+        "UPDATE booking_groups SET state = $2, expires_at = $3, updated_at = now() WHERE id = $1"
+        " RETURNING id",
+        group_id,
+        _PROMOTED,
+        expires_at,
+    )
+    group.schedules.append(expire_group_schedule(group_id, expires_at))
+    for tx in group.slots:
+        await promote(tx)  # units left over go on down each queue
+    return True
+
+
+async def _lapse_rest(group: GroupTransaction, group_id: UUID, members: list[dict[str, Any]]) -> None:
+    """One entry of the waiting group lapsed: lapse the others, and let each queue move on."""
+    for member in members:
+        if member["state"] != BookingState.PENDING:
+            continue
+        tx = group.by_id[member["slot_id"]]
+        await tx.fetch_one(
+            "UPDATE bookings SET state = $2, updated_at = now() WHERE id = $1 RETURNING id",
+            member["id"],
+            _LAPSED,
+        )
+        tx.queue_seqs[str(member["id"])] = int(member["queue_seq"])
+        tx.waiting -= 1
+        await tx.record(
+            member["id"],
+            BookingState.PENDING,
+            _LAPSED,
+            Event.LAPSE,
+            SYSTEM_ACTOR,
+            reason="another slot of the group started",
+        )
+    await _mark(group, group_id, _LAPSED)
+    for tx in group.slots:
+        await promote(tx)
+
+
+def _standings(group: GroupTransaction, live: set[UUID]) -> list[rules.SlotStanding]:
+    return [
+        rules.SlotStanding(
+            slot_id=tx.slot_key,
+            closed=tx.closed,
+            starts_at=tx.starts_at,
+            ends_at=tx.ends_at,
+            capacity=tx.capacity,
+            hold_seconds=tx.hold_seconds,
+            occupied=len(tx.taken),
+            waiting=tx.waiting,
+            holder_has_live_booking=tx.slot_id in live,
+        )
+        for tx in group.slots
+    ]
 
 
 @retry_conflicts
@@ -348,6 +496,9 @@ async def load_group(group_id: UUID) -> GroupView | None:
     rows = await connection().execute_query_dict(
         f"SELECT g.id AS group_id, g.holder AS group_holder, g.state AS group_state,"
         " g.expires_at AS group_expires_at, g.created_at AS group_created_at, now() AS db_now,"
+        f" CASE WHEN b.state = {PENDING} THEN (SELECT count(*) FROM bookings p"
+        f"   WHERE p.slot_id = b.slot_id AND p.state = {PENDING} AND p.queue_seq <= b.queue_seq)"
+        " END AS position,"
         f" {', '.join('b.' + c.strip() for c in BOOKING_COLUMNS.split(','))}"
         " FROM booking_groups g JOIN bookings b ON b.group_id = g.id WHERE g.id = $1 ORDER BY b.slot_id",
         [group_id],
@@ -358,7 +509,7 @@ async def load_group(group_id: UUID) -> GroupView | None:
     state = rules.group_state(BookingState(first["group_state"]), first["group_expires_at"], first["db_now"])
     bookings = []
     for row in rows:
-        view = booking_view(row, None)
+        view = booking_view(row, row["position"])
         if view.state is BookingState.RESERVED and state is BookingState.EXPIRED:
             view = dataclasses.replace(view, state=BookingState.EXPIRED)
         bookings.append(view)
