@@ -257,7 +257,7 @@ async def offer_group(engine: Engine, group_id: UUID) -> bool:
 async def _offer(group: GroupTransaction, group_id: UUID) -> bool:
     for tx in group.slots:
         await settle(tx)  # singles ahead of the group take freed units first
-    stored, members = await _locked_group(group, group_id)
+    stored, _, members = await _locked_group(group, group_id)
     if stored is not BookingState.PENDING:
         return False
     if any(member["state"] != BookingState.PENDING for member in members):
@@ -367,13 +367,17 @@ async def confirm_group(engine: Engine, caller: Caller, group_id: str) -> GroupV
     async with group_transaction(engine, list(found["slot_ids"])) as group:
         for tx in group.slots:
             await settle(tx)  # holds past expiresAt are EXPIRED now, and stay so after we answer
-        stored, members = await _locked_group(group, found["id"])
-        if any(m["state"] == BookingState.EXPIRED for m in members) or (
-            rules.group_state(stored, found["expires_at"], group.now) is BookingState.EXPIRED
-        ):
-            if stored is BookingState.RESERVED:
-                await _mark(group, found["id"], BookingState.EXPIRED)
-            raise HoldExpired(str(members[0]["id"]), found["expires_at"])
+        stored, expires_at, members = await _locked_group(group, found["id"])
+        # A hold that lapsed is HoldExpired (the holder needs to know why), whether a worker
+        # already expired the group or this settlement just did.
+        lapsed = stored is BookingState.RESERVED and (
+            any(m["state"] == BookingState.EXPIRED for m in members)
+            or rules.group_state(stored, expires_at, group.now) is BookingState.EXPIRED
+        )
+        if lapsed:
+            await _mark(group, found["id"], BookingState.EXPIRED)
+        if lapsed or (stored is BookingState.EXPIRED and expires_at is not None):
+            raise HoldExpired(str(members[0]["id"]), expires_at)
         to_state = transition(stored, Event.CONFIRM, Role.HOLDER)
         for member in members:
             tx = group.by_id[member["slot_id"]]
@@ -406,8 +410,8 @@ async def cancel_group(engine: Engine, caller: Caller, group_id: str, reason: st
     async with group_transaction(engine, list(found["slot_ids"])) as group:
         for tx in group.slots:
             await settle(tx)
-        stored, members = await _locked_group(group, found["id"])
-        stored = rules.group_state(stored, found["expires_at"], group.now)
+        stored, expires_at, members = await _locked_group(group, found["id"])
+        stored = rules.group_state(stored, expires_at, group.now)
         to_state = transition(stored, Event.CANCEL, role)
         for member in members:
             state = BookingState(member["state"])
@@ -453,26 +457,30 @@ async def expire_group(engine: Engine, group_id: UUID) -> bool:
         return False
     found = rows[0]
     async with group_transaction(engine, list(found["slot_ids"])) as group:
-        stored, _ = await _locked_group(group, group_id)
-        due = rules.group_state(stored, found["expires_at"], group.now) is BookingState.EXPIRED
-        if stored is BookingState.RESERVED and not due:
-            group.schedules.append(expire_group_schedule(group_id, found["expires_at"]))
+        stored, expires_at, _ = await _locked_group(group, group_id)
+        if stored is not BookingState.RESERVED or expires_at is None:
+            return False  # confirmed or cancelled meanwhile
+        if rules.group_state(stored, expires_at, group.now) is not BookingState.EXPIRED:
+            # Early by PostgreSQL's clock (Redis' clock timed the task): set the timer again.
+            group.schedules.append(expire_group_schedule(group_id, expires_at))
             return False
         for tx in group.slots:
             await settle(tx)  # every hold of the group lapsed by the same clock: all expire here
-        if stored is BookingState.RESERVED:
-            await _mark(group, group_id, BookingState.EXPIRED)
-    return due and stored is BookingState.RESERVED
+        await _mark(group, group_id, BookingState.EXPIRED)
+    return True
 
 
-async def _locked_group(group: GroupTransaction, group_id: UUID) -> tuple[BookingState, list[dict[str, Any]]]:
-    """The group's stored state and its bookings in lock order, read under the slots' locks."""
+async def _locked_group(
+    group: GroupTransaction, group_id: UUID
+) -> tuple[BookingState, datetime | None, list[dict[str, Any]]]:
+    """The group's stored state and expiry, and its bookings in lock order, read under the locks."""
     rows = await group.fetch(
-        "SELECT g.state AS group_state, b.id, b.slot_id, b.state, b.unit, b.fence, b.queue_seq, b.expires_at"
+        "SELECT g.state AS group_state, g.expires_at AS group_expires_at,"
+        " b.id, b.slot_id, b.state, b.unit, b.fence, b.queue_seq, b.expires_at"
         " FROM booking_groups g JOIN bookings b ON b.group_id = g.id WHERE g.id = $1 ORDER BY b.slot_id",
         group_id,
     )
-    return BookingState(rows[0]["group_state"]), rows
+    return BookingState(rows[0]["group_state"]), rows[0]["group_expires_at"], rows
 
 
 async def _mark(group: GroupTransaction, group_id: UUID, state: BookingState) -> None:

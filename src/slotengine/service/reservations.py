@@ -166,7 +166,11 @@ async def _apply(
 
 def _check_moves_alone(row: dict[str, Any], state: BookingState, event: Event) -> None:
     """A held or waiting booking of a group moves only with its group (confirmGroup, cancelGroup)."""
-    if row["group_id"] is not None and not groups.member_moves_alone(state):
+    if (
+        event in (Event.CONFIRM, Event.CANCEL)
+        and row["group_id"] is not None
+        and not groups.member_moves_alone(state)
+    ):
         raise groups.GroupMember(state, event.value, str(row["id"]), str(row["group_id"]))
 
 
