@@ -2,9 +2,11 @@
 
 A handful of slots (capacity 1 and 3) get 1,000 concurrent calls: groups of 2 to 5 of those
 slots, each listed in its own random order (so two groups name overlapping slots in different
-orders), and single reserveSlot calls on one slot. Holders who get a group confirm or cancel it at
-once, some cancel a single hold, so units free and queues promote while groups arrive. A reader
-keeps reading every group's bookings from PostgreSQL meanwhile.
+orders), some of them waiting (wait: true), and single reserveSlot calls on one slot. Holders who
+get a group confirm or cancel it at once, most singles cancel or leave the queue, so units free
+and queues promote while groups arrive; four "workers" keep offering the waiting groups their
+slots (offer_group, which locks them all too). A reader keeps reading every group's bookings from
+PostgreSQL meanwhile.
 
 PostgreSQL is the judge:
 - no deadlock: every call answers, and no transaction was aborted with 40P01 (the slots are
@@ -13,7 +15,8 @@ PostgreSQL is the judge:
 - never a partial group: every group read (during the race and after) has exactly one booking
   per slot, all in one state; a refused group left no row at all;
 - FIFO for groups too: replaying each slot's audit trail, a hold (a group's or a single's) is only
-  ever taken while a unit is free and nobody waits;
+  ever taken while a unit is free and nobody waits, and a promotion only ever goes to the head of
+  the queue (nobody passes a waiting group's entry, and a group is offered only at the head);
 - the Redis mirror counts what PostgreSQL holds.
 """
 
@@ -23,6 +26,7 @@ import asyncio
 import random
 from collections import Counter
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -65,24 +69,27 @@ def check_whole(found: list[dict[str, Any]]) -> None:
 async def check_trail(slot_id: str, capacity: int) -> Counter[str]:
     """Replay the slot's audit trail: units never above capacity, holds only when free and nobody waits."""
     rows = await sql(
-        "SELECT t.from_state, t.to_state, t.event FROM transitions t JOIN bookings b ON b.id = t.booking_id"
-        " WHERE b.slot_id = $1 ORDER BY t.id",
+        "SELECT t.booking_id, t.from_state, t.to_state, t.event"
+        " FROM transitions t JOIN bookings b ON b.id = t.booking_id WHERE b.slot_id = $1 ORDER BY t.id",
         slot_id,
     )
-    occupied = waiting = 0
+    occupied = 0
+    queue: list[Any] = []  # waiting bookings, first in line first
     seen: Counter[str] = Counter()
     for row in rows:
-        before, after, event = row["from_state"], row["to_state"], row["event"]
+        booking, before, after, event = row["booking_id"], row["from_state"], row["to_state"], row["event"]
         seen[event] += 1
         if event == "hold":
-            assert occupied < capacity and waiting == 0, (slot_id, row, occupied, waiting)
+            assert occupied < capacity and not queue, (slot_id, row, occupied, queue)
+        if event == "promote":  # only ever the head of the queue, single or group alike
+            assert queue and queue[0] == booking and occupied < capacity, (slot_id, row, queue)
         if before == S.PENDING:
-            waiting -= 1
+            queue.remove(booking)
         if after == S.PENDING:
-            waiting += 1
+            queue.append(booking)
         occupying = (S.RESERVED, S.CONFIRMED, S.COMPLETED)
         occupied += (after in occupying) - (before in occupying)
-        assert 0 <= occupied <= capacity and waiting >= 0, (slot_id, row)
+        assert 0 <= occupied <= capacity, (slot_id, row)
     return seen
 
 
@@ -98,22 +105,30 @@ async def test_groups_racing_singles_never_deadlock_overbook_or_show_a_partial_g
     outcomes: Counter[str] = Counter()
     groups_answered: dict[str, GroupView] = {}
     refused_holders: list[str] = []
+    waiting_groups: list[UUID] = []
     partial_reads: list[Any] = []
     done = asyncio.Event()
 
     async def group_call(i: int) -> None:
         holder = f"{tag}-g{i}"
         chosen = rng.sample(slots, rng.randint(2, 5))  # in a random order: the engine sorts
+        wait = rng.random() < 0.3
         try:
-            group = await groups.reserve_slots(engine, Caller(holder), chosen, f"k{i}")
+            group = await groups.reserve_slots(engine, Caller(holder), chosen, f"k{i}", wait=wait)
         except DomainError as refusal:
             outcomes[f"group:{type(refusal).__name__}"] += 1
             refused_holders.append(holder)
             return
-        assert group.state is S.RESERVED and len(group.bookings) == len(chosen), group
-        assert {b.state for b in group.bookings} == {S.RESERVED}
+        assert len(group.bookings) == len(chosen), group
+        assert {b.state for b in group.bookings} == {group.state}
         assert {b.expires_at for b in group.bookings} == {group.expires_at}
         groups_answered[group.id] = group
+        if group.state is S.PENDING:
+            assert wait, group
+            outcomes["group:waiting"] += 1
+            waiting_groups.append(UUID(group.id))
+            return
+        assert group.state is S.RESERVED, group
         outcomes["group:held"] += 1
         then = rng.random()
         if then < 0.6:
@@ -132,6 +147,15 @@ async def test_groups_racing_singles_never_deadlock_overbook_or_show_a_partial_g
             await cancel_booking(engine, Caller(holder), booking.id, None)
             outcomes["single:cancelled"] += 1
 
+    async def offerer() -> None:
+        """The workers' part: look at the waiting groups (as the promotions that meet them ask)."""
+        while not done.is_set() or waiting_groups:
+            if waiting_groups:
+                offered = await groups.offer_group(engine, waiting_groups.pop(0))
+                outcomes["group:offered"] += offered
+            else:
+                await asyncio.sleep(0.01)
+
     async def reader() -> None:
         while not done.is_set():
             found = await read_groups(tag)
@@ -143,20 +167,30 @@ async def test_groups_racing_singles_never_deadlock_overbook_or_show_a_partial_g
 
     calls = [group_call(i) if rng.random() < 0.9 else single_call(i) for i in range(CALLS)]
     reading = asyncio.create_task(reader())
+    offering = [asyncio.create_task(offerer()) for _ in range(4)]
     # A guard against a hang, not a timed assertion: a deadlock would stall here.
     await asyncio.wait_for(asyncio.gather(*calls), timeout=300)
     done.set()
     await reading
+    await asyncio.wait_for(asyncio.gather(*offering), timeout=300)
 
     assert partial_reads == []
     assert deadlocks() == deadlocks_before, "a transaction was aborted as a deadlock"
-    assert outcomes["group:held"] > 10 and outcomes["group:SlotUnavailable"] > 10, outcomes
+    assert outcomes["group:held"] >= 5 and outcomes["group:SlotUnavailable"] > 10, outcomes
     final = await read_groups(tag)
     check_whole(final)
     assert {str(g["id"]) for g in final} == set(groups_answered)
     states = Counter(g["states"][0] for g in final)
     assert states[S.CANCELLED] == outcomes["group:cancelled"], (states, outcomes)
     assert states[S.CONFIRMED] == outcomes["group:confirmed"], (states, outcomes)
+    assert (
+        states[S.RESERVED]
+        == outcomes["group:held"]
+        - outcomes["group:cancelled"]
+        - outcomes["group:confirmed"]
+        + outcomes["group:offered"]
+    ), (states, outcomes)
+    assert outcomes["group:waiting"] > 10, outcomes
     for holder in refused_holders:
         assert await sql("SELECT 1 FROM bookings WHERE holder = $1", holder) == []
     for slot_id in slots:
