@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 import pytest
 from hypothesis import given
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 from slotengine.domain import groups, policy
 from slotengine.domain.errors import SlotClosed, SlotUnavailable, TooManyBookings, ValidationError
 from slotengine.domain.states import BookingState, InvalidTransition
+from slotengine.service import state_sql
 
 NOW = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 
@@ -125,3 +128,11 @@ def test_nobody_passes_a_waiting_groups_entry(groups_of_heads: list[str | None])
     first_group = next((i for i, (_, g) in enumerate(heads) if g is not None), len(heads))
     assert singles == [b for b, _ in heads[:first_group]]
     assert group == (heads[first_group][1] if first_group < len(heads) else None)
+
+
+def test_the_group_tables_state_check_allows_every_state_and_its_hold_index_names_the_held_one() -> None:
+    sql = (resources.files("slotengine.store") / "migrations" / "0010_booking_groups.sql").read_text()
+    check = re.search(r"state\s+text\s+NOT NULL\s+CHECK \(state IN \(([^)]*)\)\)", sql)
+    assert check is not None
+    assert {name.strip(" '\n") for name in check.group(1).split(",")} == {s.value for s in BookingState}
+    assert f"WHERE state = {state_sql.RESERVED}" in sql
