@@ -31,6 +31,7 @@ GROUP_FIELDS = f"""
 """
 CONFIRM_FIELDS = f"{GROUP_FIELDS} ... on HoldExpired {{ bookingId expiredAt }}"
 SLOT_STATUS = "subscription($s: ID!) { slotStatus(slotId: $s) { held confirmed queueLength available } }"
+QUEUE_POSITION = "subscription($b: ID!) { queuePosition(bookingId: $b) { state position expiresAt } }"
 
 
 async def reserve_slots(
@@ -231,12 +232,22 @@ async def test_the_group_reads_back_for_its_holder_only(gql: GraphQL) -> None:
     assert await read_group(gql, ADMIN, group["id"]) is not None
 
 
+async def offer_on(ws: GraphQLWebSocket, op: str) -> dict[str, Any]:
+    """The first queuePosition message that is no longer a place in line (moves may come first)."""
+    while True:
+        update: dict[str, Any] = (await ws.next(op, within=20))["queuePosition"]
+        if update["state"] != "PENDING":
+            return update
+
+
 async def group_state(group_id: str) -> str:
     rows = await connection().execute_query_dict("SELECT state FROM booking_groups WHERE id = $1", [group_id])
     return str(rows[0]["state"])
 
 
-async def test_a_waiting_group_is_passed_by_nobody_and_gets_every_slot_at_once(gql: GraphQL) -> None:
+async def test_a_waiting_group_is_passed_by_nobody_and_gets_every_slot_at_once(
+    gql: GraphQL, api_processes: list[ApiProcess]
+) -> None:
     free, busy = await gql.create_slot(resource="doctor"), await gql.create_slot(resource="room")
     first = await gql.reserve(token("wait-first"), busy, "k")
     hana = token("wait-hana")
@@ -252,8 +263,16 @@ async def test_a_waiting_group_is_passed_by_nobody_and_gets_every_slot_at_once(g
     doctor = await gql.slot(free)
     assert doctor is not None and (doctor["available"], doctor["queueLength"]) == (1, 2)
 
-    # The room frees: the group heads both queues with a unit free in each, and gets both at once.
-    await gql.cancel(token("wait-first"), first["id"])
+    # The room frees: the group heads both queues with a unit free in each, and gets both at once;
+    # the group's waiter hears each offer on its queuePosition subscription.
+    async with GraphQLWebSocket(api_processes[1].ws, hana) as ws:
+        ops = [await ws.subscribe(QUEUE_POSITION, {"b": b["id"]}) for b in group["bookings"]]
+        for op in ops:
+            assert (await ws.next(op))["queuePosition"]["state"] == "PENDING"
+        await gql.cancel(token("wait-first"), first["id"])
+        offers = [await offer_on(ws, op) for op in ops]
+    assert [o["state"] for o in offers] == ["RESERVED", "RESERVED"]
+    assert offers[0]["expiresAt"] == offers[1]["expiresAt"] is not None
     await eventually(lambda: group_state(group["id"]), lambda s: s == "RESERVED", within=20)
     held = await read_group(gql, hana, group["id"])
     assert held is not None
