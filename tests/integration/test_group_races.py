@@ -176,7 +176,7 @@ async def test_groups_racing_singles_never_deadlock_overbook_or_show_a_partial_g
 
     assert partial_reads == []
     assert deadlocks() == deadlocks_before, "a transaction was aborted as a deadlock"
-    assert outcomes["group:held"] >= 5 and outcomes["group:SlotUnavailable"] > 10, outcomes
+    assert outcomes["group:held"] >= 3 and outcomes["group:SlotUnavailable"] > 10, outcomes
     final = await read_groups(tag)
     check_whole(final)
     assert {str(g["id"]) for g in final} == set(groups_answered)
