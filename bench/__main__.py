@@ -15,6 +15,7 @@ from typing import Any
 from bench import (
     expiry,
     fanout,
+    groups,
     hot_slot,
     many_slots,
     operator_view,
@@ -35,6 +36,7 @@ SCENARIOS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
     "fanout": lambda quick: fanout.run(),
     "read_flood": lambda quick: read_flood.run(),
     "resume": lambda quick: resume.run(quick=quick),
+    "groups": lambda quick: groups.run(quick=quick),
 }
 
 

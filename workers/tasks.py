@@ -6,12 +6,14 @@ from uuid import UUID
 
 from taskiq import AsyncBroker, TaskiqDepends, TaskiqState
 
-from slotengine.service import expiry, webhook_delivery
+from slotengine.service import expiry, groups, webhook_delivery
 from slotengine.service.engine import Engine
 from slotengine.service.reservations import settle_slot as settle
 from slotengine.service.timers import (
     DISPATCH_WEBHOOKS_TASK,
+    EXPIRE_GROUP_TASK,
     EXPIRE_HOLD_TASK,
+    OFFER_GROUP_TASK,
     REARM_TIMERS_TASK,
     SETTLE_SLOT_TASK,
     SWEEP_TASK,
@@ -33,6 +35,16 @@ async def settle_slot(slot_id: str, state: TaskiqState = TaskiqDepends()) -> Non
     await settle(_engine(state), UUID(slot_id))
 
 
+async def expire_group(group_id: str, state: TaskiqState = TaskiqDepends()) -> bool:
+    """Expire every hold of a booking group together once PostgreSQL says they lapsed."""
+    return await groups.expire_group(_engine(state), UUID(group_id))
+
+
+async def offer_group(group_id: str, state: TaskiqState = TaskiqDepends()) -> bool:
+    """Offer a waiting group every one of its slots if it heads each queue and each has a unit free."""
+    return await groups.offer_group(_engine(state), UUID(group_id))
+
+
 async def sweep(state: TaskiqState = TaskiqDepends()) -> int:
     """The backstop: settle every slot a lost or late timer left unsettled."""
     return await expiry.sweep(_engine(state))
@@ -52,6 +64,8 @@ def register_tasks(broker: AsyncBroker) -> None:
     """Put the engine's tasks on `broker`, under the names the timers and scheduler send."""
     broker.register_task(expire_hold, task_name=EXPIRE_HOLD_TASK)
     broker.register_task(settle_slot, task_name=SETTLE_SLOT_TASK)
+    broker.register_task(expire_group, task_name=EXPIRE_GROUP_TASK)
+    broker.register_task(offer_group, task_name=OFFER_GROUP_TASK)
     broker.register_task(sweep, task_name=SWEEP_TASK)
     broker.register_task(rearm_timers, task_name=REARM_TIMERS_TASK)
     broker.register_task(dispatch_webhooks, task_name=DISPATCH_WEBHOOKS_TASK)

@@ -3,8 +3,10 @@
 A `RuleBasedStateMachine` reserves (alone, or several newcomers racing for one slot, with a
 duplicate request), confirms, cancels, completes, extends holds, closes and reopens slots, resizes
 them, lapses holds, starts slots, settles, sweeps, replays expiry tasks (an extended hold's old
-timer too), reads bookings and flushes Redis mirrors, on the suite's real PostgreSQL and
-Redis, against an in-memory model of a few fresh slots (capacity 1..3). After every step it checks:
+timer too), reads bookings and flushes Redis mirrors, and reserves booking groups (several slots
+all or nothing, waiting or not), confirms, cancels, offers and lapses them, on the suite's real
+PostgreSQL and Redis, against an in-memory model of a few fresh slots (capacity 1..3). After every
+step it checks:
 
 - each booking's state, unit and fence in PostgreSQL are the model's (so promotion went FIFO,
   expiry was lazy or prompt as it should, final states never change: also checked on their own);
@@ -23,6 +25,9 @@ Redis, against an in-memory model of a few fresh slots (capacity 1..3). After ev
   replays from the audit trail exactly what the announcements showed, version by version: the
   slot's counts and terms, and the state, place in the queue and hold of every booking that moved
   or waited.
+- each group's state is the model's, and a group's hold is never partial (one member held: all
+  are); nobody passes a waiting group's entry (the model's promotion stops there, and PostgreSQL's
+  states and queues must agree).
 
 Driving async code from Hypothesis's synchronous state machine: Tortoise's pool (asyncpg) and the
 engine's Redis client belong to the session's event loop; their connections cannot be used from
@@ -78,11 +83,13 @@ from slotengine.domain.errors import (
     BookingNotFound,
     DomainError,
     ExtensionLimitReached,
+    GroupNotFound,
     HoldExpired,
     IdempotencyKeyReused,
     NotAuthorized,
     NotHolder,
     SlotClosed,
+    SlotUnavailable,
     ValidationError,
 )
 from slotengine.domain.states import (
@@ -96,13 +103,13 @@ from slotengine.domain.states import (
     transition,
 )
 from slotengine.redis.clock import epoch_ms
-from slotengine.service import expiry, extension, queries, reservations, slot_admin
+from slotengine.service import expiry, extension, groups, queries, reservations, slot_admin
 from slotengine.service.engine import Engine
 from slotengine.service.events import SlotAnnouncement
 from slotengine.service.expiry import ExpiryOutcome
 from slotengine.service.live import apply_to_booking, apply_to_slot, booking_since, slot_since
 from slotengine.service.unit_of_work import SYSTEM_ACTOR
-from slotengine.service.views import BookingView, Caller, SlotView
+from slotengine.service.views import BookingView, Caller, GroupView, SlotView
 from tests.integration.conftest import new_slot, sql
 from tests.loop_bridge import Bridge
 
@@ -209,6 +216,20 @@ class ModelBooking:
     # Learned from PostgreSQL when granted; changes only when the hold is extended (then learned again).
     fence: int | None = None
     extensions: int = 0
+    group: str | None = None  # the booking group (reserveSlots) it belongs to
+
+
+@dataclass
+class ModelGroup:
+    """A booking group: one booking per slot, held, confirmed, cancelled and expired together."""
+
+    id: str
+    holder: str
+    slots: list[int]  # in lock order (ascending slot id)
+    members: list[str]  # its bookings, in the same order
+    state: BookingState
+    had_hold: bool = False
+    lapsed: bool = False  # held, and the clock passed its expiry (not yet noticed)
 
 
 @dataclass
@@ -231,9 +252,10 @@ class Expected:
     """What a reservation should answer: a booking (and its queue place) or a refusal."""
 
     error: type[DomainError] | None = None
-    booking: str | None = None  # None with no error: a new booking
+    booking: str | None = None  # None with no error: a new booking (or group)
     state: BookingState | None = None
     position: int | None = None
+    group: str | None = None  # a replayed group
 
 
 class Model:
@@ -243,6 +265,8 @@ class Model:
         self.slots: list[ModelSlot] = []
         self.bookings: dict[str, ModelBooking] = {}  # in creation order
         self.keys: dict[tuple[str, str], str] = {}  # (holder, idempotency key) -> booking
+        self.groups: dict[str, ModelGroup] = {}
+        self.group_keys: dict[tuple[str, str], str] = {}  # (holder, reserveSlots key) -> group
         self.tally: Counter[str] = Counter()  # transitions made, for the figures
 
     def of_slot(self, slot: int) -> list[ModelBooking]:
@@ -293,8 +317,8 @@ class Model:
     def promote(self, slot: int) -> None:
         model_slot = self.slots[slot]
         for unit in self.free_units(slot):
-            if not model_slot.queue:
-                break
+            if not model_slot.queue or self.bookings[model_slot.queue[0]].group is not None:
+                break  # nobody passes a waiting group: it is offered all its slots at once, or none
             booking = self.bookings[model_slot.queue.pop(0)]
             self.move(booking, S.RESERVED, "promote")
             self.grant(booking, unit)
@@ -352,8 +376,8 @@ class Model:
         self.settle(booking.slot)
         if booking.state is S.EXPIRED and booking.had_hold:
             return HoldExpired
-        if booking.state is not S.RESERVED:
-            return InvalidTransition
+        if booking.state is not S.RESERVED or booking.group is not None:
+            return InvalidTransition  # a group's hold is confirmed with its group
         self.move(booking, S.CONFIRMED, "confirm")
         return None
 
@@ -363,6 +387,8 @@ class Model:
         self.settle(booking.slot)
         if booking.state not in LIVE_STATES:
             return InvalidTransition
+        if booking.group is not None and booking.state in (S.PENDING, S.RESERVED):
+            return InvalidTransition  # moves only with its group until the group is confirmed
         if booking.state is S.PENDING:
             self.slots[booking.slot].queue.remove(booking.id)
         self.move(booking, S.CANCELLED, "cancel")
@@ -387,8 +413,8 @@ class Model:
         self.settle(booking.slot)
         if booking.state is S.EXPIRED and booking.had_hold:
             return HoldExpired
-        if booking.state is not S.RESERVED:
-            return InvalidTransition
+        if booking.state is not S.RESERVED or booking.group is not None:
+            return InvalidTransition  # a group's hold is extended with the group's, never alone
         if self.slots[booking.slot].closed or booking.extensions >= 1:
             return ExtensionLimitReached
         if seconds is not None:
@@ -435,6 +461,129 @@ class Model:
         if not model_slot.started:
             self.promote(slot)
         return None
+
+    # booking groups
+
+    def lock_order(self, slots: Sequence[int]) -> list[int]:
+        return sorted(slots, key=lambda slot: UUID(self.slots[slot].id))
+
+    def reserve_group(self, holder: str, slots: Sequence[int], key: str, wait: bool) -> Expected:
+        ordered = self.lock_order(slots)
+        known = self.group_keys.get((holder, key))
+        if known is not None:  # replayed under the locks, before any settling
+            group = self.groups[known]
+            if group.slots != ordered:
+                return Expected(error=IdempotencyKeyReused)
+            lapsed = group.state is S.RESERVED and group.lapsed
+            return Expected(group=known, state=S.EXPIRED if lapsed else group.state)
+        for slot in ordered:
+            self.settle(slot)
+        full = False
+        for slot in ordered:
+            if self.slots[slot].started or self.slots[slot].closed:
+                return Expected(error=SlotClosed)
+            if any(b.holder == holder and b.state in LIVE_STATES for b in self.of_slot(slot)):
+                return Expected(error=SlotUnavailable)
+            full = full or not (self.free_units(slot) and not self.slots[slot].queue)
+        if not full:
+            return Expected(state=S.RESERVED)
+        return Expected(state=S.PENDING) if wait else Expected(error=SlotUnavailable)
+
+    def admit_group(self, view: GroupView, holder: str, slots: Sequence[int], key: str) -> ModelGroup:
+        ordered = self.lock_order(slots)
+        assert [b.slot_id for b in view.bookings] == [self.slots[s].id for s in ordered]
+        group = ModelGroup(view.id, holder, ordered, [b.id for b in view.bookings], view.state)
+        self.groups[view.id] = group
+        self.group_keys[(holder, key)] = view.id
+        event = "hold" if view.state is S.RESERVED else "queue"
+        for slot, booking_view in zip(ordered, view.bookings, strict=True):
+            booking = ModelBooking(booking_view.id, slot, holder, view.state, [event], group=view.id)
+            self.tally[f"group {event}"] += 1
+            self.slots[slot].changed = True
+            self.bookings[booking.id] = booking
+            if view.state is S.RESERVED:
+                self.grant(booking, self.free_units(slot)[0])
+            else:
+                self.slots[slot].queue.append(booking.id)
+        group.had_hold = view.state is S.RESERVED
+        return group
+
+    def members(self, group: ModelGroup) -> list[ModelBooking]:
+        return [self.bookings[b] for b in group.members]
+
+    def confirm_group(self, group: ModelGroup, caller: Caller) -> type[DomainError] | None:
+        if group.holder != caller.holder:
+            return NotAuthorized if caller.admin else GroupNotFound
+        for slot in group.slots:
+            self.settle(slot)
+        members = self.members(group)
+        lapsed = group.state is S.RESERVED and (group.lapsed or any(m.state is S.EXPIRED for m in members))
+        if lapsed:
+            group.state = S.EXPIRED
+        if lapsed or (group.state is S.EXPIRED and group.had_hold):
+            return HoldExpired
+        if group.state is not S.RESERVED:
+            return InvalidTransition
+        for member in members:
+            self.move(member, S.CONFIRMED, "confirm")
+        group.state = S.CONFIRMED
+        return None
+
+    def cancel_group(self, group: ModelGroup, caller: Caller) -> type[DomainError] | None:
+        if group.holder != caller.holder and not caller.admin:
+            return GroupNotFound
+        for slot in group.slots:
+            self.settle(slot)
+        state = S.EXPIRED if group.state is S.RESERVED and group.lapsed else group.state
+        if state not in LIVE_STATES:
+            return InvalidTransition
+        for member in self.members(group):
+            if member.state not in LIVE_STATES:
+                continue
+            if member.state is S.PENDING:
+                self.slots[member.slot].queue.remove(member.id)
+            self.move(member, S.CANCELLED, "cancel")
+        group.state = S.CANCELLED
+        for slot in group.slots:
+            self.promote(slot)
+        return None
+
+    def offer_group(self, group: ModelGroup) -> bool:
+        """A worker looks whether the waiting group heads every queue with a unit free."""
+        if group.state is not S.PENDING:
+            return False
+        for slot in group.slots:
+            self.settle(slot)
+        members = self.members(group)
+        if any(m.state is not S.PENDING for m in members):  # an entry lapsed: the rest follow
+            for member in members:
+                if member.state is S.PENDING:
+                    self.slots[member.slot].queue.remove(member.id)
+                    self.move(member, S.EXPIRED, "lapse")
+            group.state = S.EXPIRED
+            for slot in group.slots:
+                self.promote(slot)
+            return False
+        if not all(self.slots[m.slot].queue[0] == m.id and self.free_units(m.slot) for m in members):
+            return False
+        for member in members:
+            self.slots[member.slot].queue.pop(0)
+            self.move(member, S.RESERVED, "promote")
+            self.grant(member, self.free_units(member.slot)[0])
+        group.state = S.RESERVED
+        group.had_hold = True
+        for slot in group.slots:
+            self.promote(slot)
+        return True
+
+    def expire_group(self, group: ModelGroup) -> bool:
+        """The group's expiry task: every hold of a lapsed group expires in one transaction."""
+        if group.state is not S.RESERVED or not group.lapsed:
+            return False
+        for slot in group.slots:
+            self.settle(slot)
+        group.state = S.EXPIRED
+        return True
 
 
 # --- the state machine -------------------------------------------------------------------------
@@ -521,7 +670,20 @@ class ReservationMachine(RuleBasedStateMachine):
         return any(b.state is state for b in self.model.bookings.values())
 
     def has_fresh_hold(self) -> bool:
-        return any(b.state is S.RESERVED and not b.lapsed for b in self.model.bookings.values())
+        """A single's hold the clock has not passed (a group's holds lapse together: lapse_group)."""
+        return any(
+            b.state is S.RESERVED and not b.lapsed and b.group is None for b in self.model.bookings.values()
+        )
+
+    def has_group(self, state: BookingState | None = None) -> bool:
+        return any(state is None or g.state is state for g in self.model.groups.values())
+
+    def pick_group(
+        self, data: st.DataObject, wanted: Callable[[ModelGroup], bool] = lambda g: True
+    ) -> ModelGroup:
+        made = list(self.model.groups.values())
+        number = data.draw(st.sampled_from([n for n, g in enumerate(made) if wanted(g)]), label="group #")
+        return made[number]
 
     def has_fence(self) -> bool:
         return any(b.fence is not None for b in self.model.bookings.values())
@@ -530,7 +692,8 @@ class ReservationMachine(RuleBasedStateMachine):
         if expected is None:
             assert not isinstance(outcome, DomainError), f"{what}: refused with {outcome!r}"
         else:
-            assert type(outcome) is expected, f"{what}: expected {expected.__name__}, got {outcome!r}"
+            # isinstance: a group's member refuses to move alone with InvalidTransition's subclass.
+            assert isinstance(outcome, expected), f"{what}: expected {expected.__name__}, got {outcome!r}"
             self.stats.refusals[expected.__name__] += 1
 
     # rules
@@ -744,12 +907,113 @@ class ReservationMachine(RuleBasedStateMachine):
         assert (outcome.capacity, outcome.closed) == (model_slot.capacity, model_slot.closed), outcome
         assert outcome.queue_length == len(model_slot.queue), outcome
 
+    @rule(data=st.data(), wait=st.booleans())
+    def reserve_group(self, data: st.DataObject, wait: bool) -> None:
+        """A holder reserves several slots at once (listed in any order), all or nothing."""
+        self.step(f"reserve_group (wait {wait})")
+        name = self.holders[data.draw(st.integers(0, len(self.holders) - 1), label="holder")]
+        order = data.draw(st.permutations(range(len(self.model.slots))), label="slots in the order given")
+        chosen = order[: data.draw(st.integers(1, len(order)), label="how many slots")]
+        used = [key for holder, key in self.model.group_keys if holder == name]
+        if used and data.draw(st.integers(0, 3), label="reuse a group key") == 0:
+            key = data.draw(st.sampled_from(used), label="group key")
+        else:
+            key = f"g{len(used)}"
+        outcome = self.call(
+            groups.reserve_slots(
+                self.engine, Caller(name), [self.model.slots[i].id for i in chosen], key, wait
+            )
+        )
+        expected = self.model.reserve_group(name, chosen, key, wait)
+        what = f"reserve_slots({name}, slots {chosen}, {key}, wait {wait})"
+        self.check_refusal(outcome, expected.error, what)
+        if expected.error is not None:
+            return
+        assert isinstance(outcome, GroupView), what
+        assert outcome.state is expected.state, f"{what}: {outcome.state}, expected {expected.state}"
+        if expected.group is not None:
+            assert outcome.id == expected.group, f"{what}: replayed {outcome.id}, not {expected.group}"
+            return
+        group = self.model.admit_group(outcome, name, chosen, key)
+        members = self.model.members(group)
+        assert [b.queue_position for b in outcome.bookings] == [self.model.position(m) for m in members]
+        assert len({b.expires_at for b in outcome.bookings}) == 1  # one expiry, or none waiting
+
+    @precondition(lambda self: self.has_group())
+    @rule(data=st.data(), who=st.sampled_from(["holder", "holder", "other", "admin"]))
+    def confirm_group(self, data: st.DataObject, who: str) -> None:
+        self.step("confirm_group")
+        group = self.pick_group(data)
+        caller = self.group_caller(group, who)
+        outcome = self.call(groups.confirm_group(self.engine, caller, group.id))
+        expected = self.model.confirm_group(group, caller)
+        self.check_refusal(outcome, expected, f"confirm_group({group.id} in {group.state} as {who})")
+        if expected is None:
+            assert isinstance(outcome, GroupView) and outcome.state is S.CONFIRMED
+
+    @precondition(lambda self: self.has_group())
+    @rule(data=st.data(), who=st.sampled_from(["holder", "holder", "other", "admin"]))
+    def cancel_group(self, data: st.DataObject, who: str) -> None:
+        self.step("cancel_group")
+        group = self.pick_group(data)
+        caller = self.group_caller(group, who)
+        outcome = self.call(groups.cancel_group(self.engine, caller, group.id, None))
+        expected = self.model.cancel_group(group, caller)
+        self.check_refusal(outcome, expected, f"cancel_group({group.id} in {group.state} as {who})")
+        if expected is None:
+            assert isinstance(outcome, GroupView) and outcome.state is S.CANCELLED
+
+    def group_caller(self, group: ModelGroup, who: str) -> Caller:
+        if who == "admin":
+            return self.admin
+        if who == "holder":
+            return Caller(group.holder)
+        return Caller(self.holders[(self.holders.index(group.holder) + 1) % len(self.holders)])
+
+    @precondition(lambda self: self.has_group(S.PENDING))
+    @rule(data=st.data())
+    def offer_group(self, data: st.DataObject) -> None:
+        """The worker's look at a waiting group (kicked when it heads a queue with a unit free)."""
+        self.step("offer_group")
+        group = self.pick_group(data, lambda g: g.state is S.PENDING)
+        offered = self.call(groups.offer_group(self.engine, UUID(group.id)))
+        expected = self.model.offer_group(group)
+        assert offered is expected, f"offer_group({group.id}): {offered!r}, expected {expected}"
+
+    @precondition(
+        lambda self: any(g.state is S.RESERVED and not g.lapsed for g in self.model.groups.values())
+    )
+    @rule(data=st.data(), noticed_by=st.sampled_from(["group task", "settle one slot", "nobody yet"]))
+    def lapse_group(self, data: st.DataObject, noticed_by: str) -> None:
+        """The clock passes a held group's expiry; its task, a slot's settle or the next call sees it."""
+        self.step("lapse_group")
+        group = self.pick_group(data, lambda g: g.state is S.RESERVED and not g.lapsed)
+        self.bridge.run(
+            sql(
+                "UPDATE booking_groups SET expires_at = now() - interval '1 second' WHERE id = $1",
+                UUID(group.id),
+            )
+        )
+        for member in self.model.members(group):
+            self.bridge.run(self.expire_in_the_past(member))
+            member.lapsed = True
+        group.lapsed = True
+        if noticed_by == "group task":
+            expired = self.call(groups.expire_group(self.engine, UUID(group.id)))
+            assert expired is True and self.model.expire_group(group)
+        elif noticed_by == "settle one slot":
+            slot = group.slots[data.draw(st.integers(0, len(group.slots) - 1), label="member")]
+            self.bridge.run(reservations.settle_slot(self.engine, UUID(self.model.slots[slot].id)))
+            self.model.settle(slot)
+
     @precondition(has_fresh_hold)
     @rule(data=st.data(), noticed_by=st.sampled_from(["expiry task", "settle", "nobody yet"]))
     def lapse_hold(self, data: st.DataObject, noticed_by: str) -> None:
         """The clock passes a hold's expiry; the expiry task, a settle or (lazily) the next call sees it."""
         self.step("lapse_hold")
-        booking = self.pick_booking(data, lambda b: b.state is S.RESERVED and not b.lapsed)
+        booking = self.pick_booking(
+            data, lambda b: b.state is S.RESERVED and not b.lapsed and b.group is None
+        )
         fence = self.bridge.run(self.expire_in_the_past(booking))
         booking.lapsed = True
         if noticed_by == "expiry task":
@@ -910,6 +1174,22 @@ class ReservationMachine(RuleBasedStateMachine):
             self.check_mirror(model_slot, mine, meta, holds, queue)
 
         await self.check_positions()
+        await self.check_groups()
+
+    async def check_groups(self) -> None:
+        """Each group's stored state is the model's, and a hold is never partial: when one member
+        holds, all do (until the group's expiry, which the clock passes for all at once)."""
+        if not self.model.groups:
+            return
+        rows = await sql(
+            "SELECT id::text AS id, state FROM booking_groups WHERE id = ANY($1::uuid[])",
+            [UUID(g) for g in self.model.groups],
+        )
+        assert {r["id"]: r["state"] for r in rows} == {g.id: g.state for g in self.model.groups.values()}
+        for group in self.model.groups.values():
+            states = {m.state for m in self.model.members(group)}
+            if S.RESERVED in states and not group.lapsed:
+                assert states == {S.RESERVED} and group.state is S.RESERVED, (group, states)
 
     def check_booking(self, booking: ModelBooking, row: dict[str, Any]) -> None:
         state = BookingState(row["state"])

@@ -101,6 +101,17 @@ class WebhookDeliveryNotFound(Error):
     delivery_id: strawberry.ID
 
 
+@strawberry.type(description="A slot a booking group could not hold; the group holds none of its slots.")
+class SlotUnavailable(Error):
+    slot_id: strawberry.ID
+    reason: str
+
+
+@strawberry.type
+class GroupNotFound(Error):
+    group_id: strawberry.ID
+
+
 def error_member(exc: domain.DomainError) -> Any:
     """The GraphQL member that tells the client what `exc` means."""
     match exc:
@@ -142,4 +153,8 @@ def error_member(exc: domain.DomainError) -> Any:
             return WebhookEndpointNotFound(message=exc.message, endpoint_id=strawberry.ID(exc.endpoint_id))
         case domain.WebhookDeliveryNotFound():
             return WebhookDeliveryNotFound(message=exc.message, delivery_id=strawberry.ID(exc.delivery_id))
+        case domain.SlotUnavailable():
+            return SlotUnavailable(message=exc.message, slot_id=strawberry.ID(exc.slot_id), reason=exc.why)
+        case domain.GroupNotFound():
+            return GroupNotFound(message=exc.message, group_id=strawberry.ID(exc.group_id))
     raise TypeError(f"no GraphQL member for {exc!r}")  # pragma: no cover

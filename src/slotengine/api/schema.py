@@ -25,6 +25,7 @@ from slotengine.api.document_cache import BoundedParserCache, BoundedValidationC
 from slotengine.api.errors import (
     BookingNotFound,
     ExtensionLimitReached,
+    GroupNotFound,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidTransition,
@@ -33,6 +34,7 @@ from slotengine.api.errors import (
     RateLimited,
     SlotClosed,
     SlotNotFound,
+    SlotUnavailable,
     TooManyBookings,
     ValidationError,
     WebhookDeliveryNotFound,
@@ -43,6 +45,7 @@ from slotengine.api.fast_path import LearnPlans, PlanBook
 from slotengine.api.shared_events import SharedEventExecutor, shared_slot
 from slotengine.api.types import (
     Booking,
+    BookingGroup,
     BookingPage,
     CreateSlotInput,
     CreateSlotsInput,
@@ -68,6 +71,7 @@ from slotengine.domain.states import BookingState
 from slotengine.logs import excerpt
 from slotengine.service import (
     extension,
+    groups,
     live,
     operator_views,
     queries,
@@ -140,6 +144,26 @@ WebhookDeliveriesResult = Annotated[
 ReplayWebhookDeliveryResult = Annotated[
     WebhookDelivery | WebhookDeliveryNotFound | ValidationError | NotAuthorized,
     strawberry.union("ReplayWebhookDeliveryResult"),
+]
+ReserveSlotsResult = Annotated[
+    BookingGroup
+    | SlotNotFound
+    | SlotClosed
+    | SlotUnavailable
+    | IdempotencyKeyReused
+    | ValidationError
+    | NotAuthorized
+    | RateLimited
+    | TooManyBookings,
+    strawberry.union("ReserveSlotsResult"),
+]
+ConfirmGroupResult = Annotated[
+    BookingGroup | GroupNotFound | HoldExpired | InvalidTransition | NotAuthorized | ValidationError,
+    strawberry.union("ConfirmGroupResult"),
+]
+CancelGroupResult = Annotated[
+    BookingGroup | GroupNotFound | InvalidTransition | NotAuthorized | ValidationError,
+    strawberry.union("CancelGroupResult"),
 ]
 
 MAX_PAGE = 200
@@ -265,6 +289,15 @@ class Query:
         size = max(1, min(first, MAX_PAGE))
         views = await _read(info, lambda: queries.my_bookings(info.context.engine, caller, size))
         return [Booking.of(v) for v in views]
+
+    @strawberry.field(description="A booking group of yours (any, for an admin).")
+    async def booking_group(self, info: Info, id: strawberry.ID) -> BookingGroup | None:
+        group_id = _id("id", id)
+        caller = info.context.caller
+        if caller is None:
+            return None
+        view = await _read(info, lambda: groups.get_group(info.context.engine, caller, group_id))
+        return BookingGroup.of(view) if view else None
 
     @strawberry.field(description="Where a booking of yours stands in its slot's queue.")
     async def queue_position(self, info: Info, booking_id: strawberry.ID) -> QueuePosition | None:
@@ -448,6 +481,41 @@ class Mutation:
         return await _answer(
             lambda: reservations.cancel_booking(ctx.engine, ctx.require_caller(), str(booking_id), reason),
             Booking.of,
+        )
+
+    @strawberry.mutation(
+        description="Hold a unit of every slot named, with one expiresAt, or none of them: a refusal "
+        "names the slot that could not be held (SlotUnavailable, SlotClosed, SlotNotFound). With wait: "
+        "true a group that cannot hold every slot now joins every slot's queue (state PENDING) and is "
+        "offered every hold at once when it heads every queue and each slot has a unit free; nobody "
+        "behind it passes it. The same idempotencyKey replays the group."
+    )
+    async def reserve_slots(
+        self, info: Info, slot_ids: list[strawberry.ID], idempotency_key: str, wait: bool | None = False
+    ) -> ReserveSlotsResult:
+        ctx = info.context
+        return await _answer(
+            lambda: groups.reserve_slots(
+                ctx.engine, ctx.require_caller(), [str(s) for s in slot_ids], idempotency_key, bool(wait)
+            ),
+            BookingGroup.of,
+        )
+
+    @strawberry.mutation(description="Confirm every hold of your group together, before its expiresAt.")
+    async def confirm_group(self, info: Info, group_id: strawberry.ID) -> ConfirmGroupResult:
+        ctx = info.context
+        return await _answer(
+            lambda: groups.confirm_group(ctx.engine, ctx.require_caller(), str(group_id)), BookingGroup.of
+        )
+
+    @strawberry.mutation(description="Cancel every booking of a group; freed units go to the queues' heads.")
+    async def cancel_group(
+        self, info: Info, group_id: strawberry.ID, reason: str | None = None
+    ) -> CancelGroupResult:
+        ctx = info.context
+        return await _answer(
+            lambda: groups.cancel_group(ctx.engine, ctx.require_caller(), str(group_id), reason),
+            BookingGroup.of,
         )
 
     @strawberry.mutation(description="Mark a confirmed booking as served (admins only).")

@@ -14,7 +14,14 @@ from slotengine.domain.errors import DomainError
 from slotengine.domain.recurrence import Weekday
 from slotengine.domain.states import BookingState
 from slotengine.service import operator_views, queries
-from slotengine.service.views import BookingView, LiveMessage, QueuePositionView, SlotView, TransitionView
+from slotengine.service.views import (
+    BookingView,
+    GroupView,
+    LiveMessage,
+    QueuePositionView,
+    SlotView,
+    TransitionView,
+)
 
 strawberry.enum(BookingState, name="BookingState")
 strawberry.enum(Weekday, name="Weekday")
@@ -143,6 +150,9 @@ class Booking:
         description="Place in the slot's queue while PENDING; 1 is next in line."
     )
     created_at: datetime
+    group_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The booking group (reserveSlots) this booking belongs to, if any."
+    )
     cursor: str | None = strawberry.field(default=None, description=_CURSOR)
     cursor_expired: CursorExpired | None = strawberry.field(default=None, description=_CURSOR_EXPIRED)
 
@@ -174,6 +184,35 @@ class Booking:
             state=view.state,
             expires_at=view.expires_at,
             queue_position=view.queue_position,
+            created_at=view.created_at,
+            group_id=strawberry.ID(view.group_id) if view.group_id else None,
+        )
+
+
+@strawberry.type(
+    description="Bookings of several slots held, confirmed, cancelled and expired together: every "
+    "slot is held with one expiresAt, or none is."
+)
+class BookingGroup:
+    id: strawberry.ID
+    holder: str
+    state: BookingState
+    expires_at: datetime | None = strawberry.field(
+        description="When every hold of the group lapses together (while RESERVED, or once EXPIRED)."
+    )
+    bookings: list[Booking] = strawberry.field(description="One booking per slot, in slot id order.")
+    slot_ids: list[strawberry.ID]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, view: GroupView) -> BookingGroup:
+        return cls(
+            id=strawberry.ID(view.id),
+            holder=view.holder,
+            state=view.state,
+            expires_at=view.expires_at,
+            bookings=[Booking.of(b) for b in view.bookings],
+            slot_ids=[strawberry.ID(b.slot_id) for b in view.bookings],
             created_at=view.created_at,
         )
 

@@ -112,3 +112,18 @@ class WebhookDeliveryNotFound(DomainError):
     def __init__(self, delivery_id: str) -> None:
         super().__init__(f"webhook delivery {delivery_id} does not exist")
         self.delivery_id = delivery_id
+
+
+class SlotUnavailable(DomainError):
+    """A group could not hold this slot, so it holds none of them."""
+
+    def __init__(self, slot_id: str, why: str) -> None:
+        super().__init__(f"slot {slot_id} cannot be held: {why}; nothing was held")
+        self.slot_id = slot_id
+        self.why = why
+
+
+class GroupNotFound(DomainError):
+    def __init__(self, group_id: str) -> None:
+        super().__init__(f"booking group {group_id} does not exist")
+        self.group_id = group_id

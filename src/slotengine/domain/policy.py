@@ -290,6 +290,18 @@ def estimated_wait_seconds(
     return round(estimate, 1)
 
 
+def heads_before_group(heads: Sequence[tuple[T, T | None]]) -> tuple[list[T], T | None]:
+    """Split the head of a queue, given in order as (booking, its group or None): the single
+    bookings a freed unit may go to, in order, up to the first entry of a waiting group (which
+    nobody passes), and that group, if one was reached."""
+    singles: list[T] = []
+    for booking, group in heads:
+        if group is not None:
+            return singles, group
+        singles.append(booking)
+    return singles, None
+
+
 def seconds_per_place(
     mean_hold_seconds: float, ended_holds: int, released_holds: int, capacity: int
 ) -> float | None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from slotengine.domain import policy
-from slotengine.domain.states import BookingState
+from slotengine.domain import groups, policy
+from slotengine.domain.states import BookingState, Event
 from slotengine.service.state_sql import CLAIMING_SQL, RESERVED
 from slotengine.service.views import BookingView
 from slotengine.store.database import connection
 
-BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at"
+BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at, group_id"
 
 
 async def check_live_booking_cap(holder: str, slot_id: UUID, cap: int) -> None:
@@ -49,4 +49,16 @@ def booking_view(row: dict[str, Any], queue_position: int | None) -> BookingView
         expires_at=row["expires_at"] if state in (BookingState.RESERVED, BookingState.EXPIRED) else None,
         queue_position=queue_position if state is BookingState.PENDING else None,
         created_at=row["created_at"],
+        group_id=str(row["group_id"]) if row.get("group_id") else None,
     )
+
+
+def check_moves_alone(row: dict[str, Any], state: BookingState, event: Event) -> None:
+    """A held or waiting booking of a group moves only with its group (confirmGroup, cancelGroup;
+    its hold is not extended alone either: the group has one expiresAt)."""
+    if (
+        event in (Event.CONFIRM, Event.CANCEL, Event.EXTEND)
+        and row["group_id"] is not None
+        and not groups.member_moves_alone(state)
+    ):
+        raise groups.GroupMember(state, event.value, str(row["id"]), str(row["group_id"]))

@@ -16,7 +16,12 @@ from slotengine.service.engine import Engine
 from slotengine.service.retries import retry_conflicts
 from slotengine.service.settlement import settle
 from slotengine.service.state_sql import PENDING, RESERVED
-from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
+from slotengine.service.timers import (
+    expire_group_schedule,
+    expire_hold_schedule,
+    offer_group_schedule,
+    settle_slot_schedule,
+)
 from slotengine.service.unit_of_work import SlotBusy, slot_transaction
 from slotengine.store.database import connection
 
@@ -98,8 +103,20 @@ async def rearm_timers(engine: Engine) -> int:
         "SELECT DISTINCT s.id, s.starts_at FROM slots s JOIN bookings b ON b.slot_id = s.id"
         f" WHERE b.state = {PENDING}"
     )
+    # Booking groups: each held group's one expiry timer, and a look at each waiting group (the
+    # promotion that asked for it may have been lost with Redis).
+    group_rows = await connection().execute_query_dict(
+        "SELECT id, state, expires_at, now() AS db_now FROM booking_groups"
+        f" WHERE state = {RESERVED} OR state = {PENDING}"
+    )
     schedules = [expire_hold_schedule(r["id"], int(r["fence"]), r["expires_at"]) for r in holds]
     schedules += [settle_slot_schedule(r["id"], r["starts_at"]) for r in queues]
+    schedules += [
+        expire_group_schedule(r["id"], r["expires_at"])
+        if r["state"] == BookingState.RESERVED
+        else offer_group_schedule(r["id"], r["db_now"])  # due at once
+        for r in group_rows
+    ]
     for start in range(0, len(schedules), REARM_BATCH):
         await engine.timers.add_all(schedules[start : start + REARM_BATCH])
     log.info("re-armed %d timers from PostgreSQL", len(schedules))

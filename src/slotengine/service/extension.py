@@ -13,7 +13,12 @@ from uuid import UUID
 from slotengine.domain import policy
 from slotengine.domain.errors import BookingNotFound, HoldExpired, NotHolder
 from slotengine.domain.states import BookingState, Event, Role, transition
-from slotengine.service.bookings import BOOKING_COLUMNS, booking_view, load_booking_row
+from slotengine.service.bookings import (
+    BOOKING_COLUMNS,
+    booking_view,
+    check_moves_alone,
+    load_booking_row,
+)
 from slotengine.service.engine import Engine
 from slotengine.service.ids import parse_id
 from slotengine.service.retries import retry_conflicts
@@ -59,6 +64,7 @@ async def _extend(
     state = BookingState(hold["state"])
     if state is BookingState.EXPIRED and hold["expires_at"] is not None:
         raise HoldExpired(str(booking_id), hold["expires_at"])
+    check_moves_alone(hold, state, Event.EXTEND)
     transition(state, Event.EXTEND, Role.HOLDER)
     expires_at = policy.extended_expiry(
         policy.HoldExtension(

@@ -23,6 +23,7 @@ from slotengine.service.bookings import (
     BOOKING_COLUMNS,
     booking_view,
     check_live_booking_cap,
+    check_moves_alone,
     load_booking_row,
 )
 from slotengine.service.engine import Engine
@@ -89,6 +90,7 @@ async def _confirm(tx: SlotTransaction, caller: Caller, booking_id: UUID) -> dic
     state = BookingState(row["state"])
     if state is BookingState.EXPIRED and row["expires_at"] is not None:
         raise HoldExpired(str(booking_id), row["expires_at"])
+    check_moves_alone(row, state, Event.CONFIRM)
     to_state = transition(state, Event.CONFIRM, Role.HOLDER)
     updated = await tx.fetch_one(
         f"UPDATE bookings SET state = $2, updated_at = now()"
@@ -141,6 +143,7 @@ async def _apply(
     """Move the booking by `event`, or raise why it may not (the transaction still commits)."""
     row = await _booking_in(tx, booking_id)
     state = BookingState(row["state"])
+    check_moves_alone(row, state, event)
     to_state = transition(state, event, role)
     keeps_unit = to_state in OCCUPYING_STATES
     updated = await tx.fetch_one(

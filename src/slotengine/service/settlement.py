@@ -80,17 +80,21 @@ async def _lapse_queue(tx: SlotTransaction) -> None:
     lapsed = await tx.fetch(
         "WITH lapsed AS ("
         "  UPDATE bookings SET state = $2, updated_at = now()"
-        f"  WHERE slot_id = $1 AND state = {PENDING} RETURNING id)"
-        " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason, slot_id,"
-        "  slot_version)"
-        f" SELECT id, {PENDING}, $2, $3, $4, 'the slot started', $1, $5 FROM lapsed"
-        " RETURNING booking_id",
+        f"  WHERE slot_id = $1 AND state = {PENDING} RETURNING id, group_id),"
+        " audit AS ("
+        "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason, slot_id,"
+        "   slot_version)"
+        f"  SELECT id, {PENDING}, $2, $3, $4, 'the slot started', $1, $5 FROM lapsed"
+        "  RETURNING booking_id)"
+        " SELECT a.booking_id, l.group_id FROM audit a JOIN lapsed l ON l.id = a.booking_id",
         tx.slot_id,
         _LAPSED_IN_QUEUE,
         Event.LAPSE.value,
         SYSTEM_ACTOR,
         tx.change_version,
     )
+    # A waiting group that lapsed here can never be held: its other slots' entries lapse too.
+    tx.groups_to_offer.update(row["group_id"] for row in lapsed if row["group_id"] is not None)
     for row in lapsed:
         tx.changes.append(
             Change(str(row["booking_id"]), BookingState.PENDING, _LAPSED_IN_QUEUE, Event.LAPSE, 1)
@@ -104,12 +108,18 @@ async def promote(tx: SlotTransaction) -> None:
     if not free or not tx.waiting:
         return
     heads = await tx.fetch(
-        f"SELECT id FROM bookings WHERE slot_id = $1 AND state = {PENDING} ORDER BY queue_seq LIMIT $2",
+        f"SELECT id, group_id FROM bookings WHERE slot_id = $1 AND state = {PENDING}"
+        " ORDER BY queue_seq LIMIT $2",
         tx.slot_id,
         len(free),
     )
+    # FIFO around waiting groups: nobody passes a group's entry. A group is offered all its slots
+    # at once, by a transaction locking them all, never by one slot's promotion.
+    singles, group_at_head = policy.heads_before_group([(r["id"], r["group_id"]) for r in heads])
+    if group_at_head is not None and len(singles) < len(free):
+        tx.groups_to_offer.add(group_at_head)
     expires_at = policy.hold_expiry(tx.now, tx.hold_seconds, tx.ends_at)
-    for booking_id, unit in policy.promotions(free, [r["id"] for r in heads]):
+    for booking_id, unit in policy.promotions(free, singles):
         row = await tx.fetch_one(
             "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"
             " promoted AS ("

@@ -139,7 +139,7 @@ async def _expire_queue(tx: SlotTransaction, actor: str, reason: str) -> None:
         return
     closed = await tx.fetch(
         "UPDATE bookings SET state = $2, updated_at = now()"
-        f" WHERE slot_id = $1 AND state = {PENDING} RETURNING id, queue_seq",
+        f" WHERE slot_id = $1 AND state = {PENDING} RETURNING id, queue_seq, group_id",
         tx.slot_id,
         _CLOSED_IN_QUEUE,
     )
@@ -160,6 +160,8 @@ async def _expire_queue(tx: SlotTransaction, actor: str, reason: str) -> None:
             tx.change_version,
         ],
     )
+    # A waiting group whose entry here expired can never be held: its other entries lapse too.
+    tx.groups_to_offer.update(row["group_id"] for row in closed if row["group_id"] is not None)
     for booking_id in ordered:
         # Each leaves from the head of what is left of the queue.
         tx.changes.append(Change(str(booking_id), BookingState.PENDING, _CLOSED_IN_QUEUE, Event.CLOSE, 1))

@@ -19,6 +19,8 @@ SETTLE_SLOT_TASK = "slotengine.settle_slot"
 SWEEP_TASK = "slotengine.sweep"
 REARM_TIMERS_TASK = "slotengine.rearm_timers"
 DISPATCH_WEBHOOKS_TASK = "slotengine.dispatch_webhooks"
+EXPIRE_GROUP_TASK = "slotengine.expire_group"
+OFFER_GROUP_TASK = "slotengine.offer_group"
 
 
 def expire_hold_schedule(booking_id: UUID, fence: int, expires_at: datetime) -> ScheduledTask:
@@ -41,6 +43,32 @@ def settle_slot_schedule(slot_id: UUID, when: datetime) -> ScheduledTask:
         args=[str(slot_id)],
         kwargs={},
         schedule_id=f"settle:{slot_id}:{int(when.timestamp())}",
+        time=when,
+    )
+
+
+def expire_group_schedule(group_id: UUID, expires_at: datetime) -> ScheduledTask:
+    """Expire a booking group's holds together when due: one timer for the whole group."""
+    return ScheduledTask(
+        task_name=EXPIRE_GROUP_TASK,
+        labels={},
+        args=[str(group_id)],
+        kwargs={},
+        schedule_id=f"expire-group:{group_id}:{int(expires_at.timestamp() * 1000)}",
+        time=expires_at,
+    )
+
+
+def offer_group_schedule(group_id: UUID, when: datetime) -> ScheduledTask:
+    """Look at once whether a waiting group can be offered every one of its slots (a slot's
+    transaction may lock no other slot, so it asks this of a transaction locking them all)."""
+    return ScheduledTask(
+        task_name=OFFER_GROUP_TASK,
+        labels={},
+        args=[str(group_id)],
+        kwargs={},
+        # One id per group: asking again while a look is pending only moves its due time.
+        schedule_id=f"offer-group:{group_id}",
         time=when,
     )
 

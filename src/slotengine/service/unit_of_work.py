@@ -30,7 +30,7 @@ from slotengine.service.announcements import Change, SlotAnnouncement, SlotTerms
 from slotengine.service.engine import Engine
 from slotengine.service.mirror import MirrorOp, apply_to_mirror, drop_mirror, mirror_ops, rebuild_mirror
 from slotengine.service.state_sql import PENDING
-from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
+from slotengine.service.timers import expire_hold_schedule, offer_group_schedule, settle_slot_schedule
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ class SlotTransaction:
     # Bookings whose place in the queue the caller wants as of commit; `places` has them then.
     place_requests: list[str] = field(default_factory=list)
     places: dict[str, int] = field(default_factory=dict)
+    # Waiting booking groups that head this slot's queue while a unit is free: each is looked at
+    # after the commit by a transaction locking all its slots (service/groups.py offer_group).
+    groups_to_offer: set[UUID] = field(default_factory=set)
     # The rows of slot_transaction's `read`, when they were current as the lock was granted.
     lock_read: list[dict[str, Any]] | None = None
     # The slot's own terms as an admin changed them here (announced, with a version of their own).
@@ -317,6 +320,7 @@ async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
     schedules = [expire_hold_schedule(*hold) for hold in tx.holds_granted]
     if tx.queue_joined:
         schedules.append(settle_slot_schedule(tx.slot_id, tx.starts_at))
+    schedules += [offer_group_schedule(group_id, tx.now) for group_id in sorted(tx.groups_to_offer)]
     if not schedules and not tx.announces:
         return
     try:

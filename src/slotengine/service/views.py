@@ -60,6 +60,19 @@ class BookingView:
     expires_at: datetime | None
     queue_position: int | None
     created_at: datetime
+    group_id: str | None = None  # the booking group it belongs to (reserveSlots), if any
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """A booking group: one booking per slot, held, confirmed, cancelled and expired together."""
+
+    id: str
+    holder: str
+    state: BookingState
+    expires_at: datetime | None
+    bookings: list[BookingView]
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
