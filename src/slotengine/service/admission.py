@@ -20,10 +20,12 @@ from tortoise.exceptions import IntegrityError
 from slotengine.domain import policy
 from slotengine.domain.errors import DomainError, IdempotencyKeyReused, SlotClosed
 from slotengine.domain.states import BookingState, Event, Role, transition
+from slotengine.service.admission_function import admit_in_one_trip
 from slotengine.service.announcements import Change
 from slotengine.service.bookings import BOOKING_COLUMNS
 from slotengine.service.engine import Engine
 from slotengine.service.rate_limit import take_reserve_turns
+from slotengine.service.reserve_request import Reservation, ReserveRequest
 from slotengine.service.retries import retry_conflicts
 from slotengine.service.settlement import settle, settled_already, snapshot_columns
 from slotengine.service.state_sql import LIVE_SQL
@@ -31,21 +33,6 @@ from slotengine.service.unit_of_work import LockRead, SlotTransaction, slot_tran
 
 _HELD = transition(None, Event.HOLD, Role.HOLDER)
 _QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveRequest:
-    holder: str
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """A reservation's answer: the booking as of commit, its place in the queue, whether replayed."""
-
-    row: dict[str, Any]
-    position: int | None
-    replayed: bool
 
 
 Outcome = Reservation | DomainError
@@ -68,6 +55,10 @@ async def _reserve_allowed(
 ) -> list[Outcome]:
     for _ in range(3):
         try:
+            # One round trip when nothing on the slot is due; else the full slot transaction.
+            answered = await admit_in_one_trip(engine, slot_id, requests)
+            if answered is not None:
+                return answered
             return await _reserve_batch(engine, slot_id, requests)
         except (IntegrityError, asyncpg.UniqueViolationError) as exc:
             # A concurrent request with the same key on another slot committed first: the

@@ -18,7 +18,7 @@ from slotengine.domain.errors import (
 )
 from slotengine.domain.states import OCCUPYING_STATES, BookingState, Event, Role, transition
 from slotengine.metrics import RESERVATIONS
-from slotengine.service.admission import Reservation, ReserveRequest, reserve_batch
+from slotengine.service.admission import reserve_batch
 from slotengine.service.bookings import (
     BOOKING_COLUMNS,
     booking_view,
@@ -28,6 +28,7 @@ from slotengine.service.bookings import (
 from slotengine.service.engine import Engine
 from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import take_reserve_turn
+from slotengine.service.reserve_request import Reservation, ReserveRequest
 from slotengine.service.retries import retry_conflicts
 from slotengine.service.settlement import promote, settle
 from slotengine.service.unit_of_work import SlotTransaction, slot_transaction

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -23,14 +23,11 @@ from tortoise.transactions import in_transaction
 
 from slotengine.domain.errors import DomainError, SlotNotFound
 from slotengine.domain.states import BookingState, Event
-from slotengine.metrics import lateness_fields
-from slotengine.redis.connection import on_cluster
-from slotengine.redis.keys import expiry_lateness_key
-from slotengine.service.announcements import Change, SlotAnnouncement
+from slotengine.service.after_commit import Committed, after_commit
+from slotengine.service.announcements import Change
 from slotengine.service.engine import Engine
 from slotengine.service.mirror import MirrorOp, apply_to_mirror, drop_mirror, mirror_ops, rebuild_mirror
 from slotengine.service.state_sql import PENDING
-from slotengine.service.timers import expire_hold_schedule, settle_slot_schedule
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +108,17 @@ class SlotTransaction:
         if unit is not None:
             self.taken.remove(unit)
 
-    def announcement(self) -> SlotAnnouncement:
-        return SlotAnnouncement(self.slot_key, self.version, tuple(self.changes))
+    def committed(self) -> Committed:
+        """What is left to do once this transaction committed (see after_commit)."""
+        return Committed(
+            self.slot_id,
+            self.starts_at,
+            self.version,
+            self.changes,
+            self.holds_granted,
+            self.queue_joined,
+            self.expiry_lateness,
+        )
 
     async def finish(self) -> None:
         """Bump the slot's version and write its queue length, then bring the mirror along."""
@@ -135,12 +141,15 @@ class SlotTransaction:
         ops = mirror_ops(self.changes, self.queue_seqs)
         ops += [MirrorOp("rank", booking_id) for booking_id in self.place_requests]
         answer = await apply_to_mirror(self.engine, self.slot_id, locked_version, self.version, ops)
+        if answer.ahead:  # a rebuild read these changes already; places come from PostgreSQL
+            await self._places_from_database()
+            return
         if not answer.applied:
             log.log(
                 logging.INFO if answer.missing else logging.WARNING,
                 "Redis mirror of slot %s was %s: rebuilding it",
                 self.slot_key,
-                "missing" if answer.missing else "at another version or disagreed",
+                "missing" if answer.missing else f"not at version {locked_version} ({answer.status})",
             )
             await self._rebuild_mirror()
             return
@@ -153,14 +162,18 @@ class SlotTransaction:
         for booking_id in self.place_requests:
             self.places[booking_id] = next(places)
 
-    async def _rebuild_mirror(self) -> None:
-        """Places from PostgreSQL (counting the queue: only here), then the whole mirror anew."""
+    async def _places_from_database(self) -> None:
+        """Places in the queue counted in PostgreSQL: only when the mirror could not tell them."""
         for i, change in enumerate(self.changes):
             if change.from_state is BookingState.PENDING and change.position is None:
                 ahead = await self._waiting_before(self.queue_seqs[change.booking_id])
                 self.changes[i] = dataclasses.replace(change, position=ahead + 1)
         for booking_id in self.place_requests:
             self.places[booking_id] = await self._waiting_before(self.queue_seqs[booking_id]) + 1
+
+    async def _rebuild_mirror(self) -> None:
+        """Places from PostgreSQL (counting the queue: only here), then the whole mirror anew."""
+        await self._places_from_database()
         waiting = await rebuild_mirror(
             self.engine, self.conn, self.slot_id, self.capacity, self.closed, self.ends_at, self.version
         )
@@ -234,7 +247,7 @@ async def slot_transaction(
             await asyncio.shield(drop_mirror(engine, tx.slot_key))
         raise
     assert tx is not None
-    await _after_commit(engine, tx)
+    await after_commit(engine, tx.committed())
     if refusal is not None:
         raise refusal
 
@@ -284,41 +297,3 @@ def _driver(conn: BaseDBAsyncClient) -> asyncpg.Connection:
 
 class SlotBusy(Exception):
     """Another transaction holds the slot's lock (raised only with skip_locked)."""
-
-
-async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
-    """Log and announce the changes and set the timers, in one round trip to Redis."""
-    for change in tx.changes:
-        log.info(
-            "booking %s %s -> %s (%s)",
-            change.booking_id,
-            change.from_state or "new",
-            change.to_state,
-            change.event,
-            extra={"slot_id": tx.slot_key, "booking_id": change.booking_id, "event": change.event},
-        )
-    schedules = [expire_hold_schedule(*hold) for hold in tx.holds_granted]
-    if tx.queue_joined:
-        schedules.append(settle_slot_schedule(tx.slot_id, tx.starts_at))
-    if not schedules and not tx.changes:
-        return
-    try:
-        announcement = tx.announcement().to_json() if tx.changes else None
-        # One Redis: one round trip. A cluster pipeline splits the timers and metrics per node
-        # but refuses PUBLISH, so there the announcement goes alongside it.
-        separate = on_cluster(engine.redis)
-        async with engine.redis.pipeline(transaction=False) as pipe:
-            engine.timers.add_to(pipe, schedules)
-            if announcement is not None and not separate:
-                pipe.publish(engine.channel(tx.slot_key), announcement)
-            lateness_key = expiry_lateness_key(engine.prefix)
-            for name, increment in lateness_fields(tx.expiry_lateness).items():
-                pipe.hincrbyfloat(lateness_key, name, increment)
-            sent: list[Awaitable[Any]] = [pipe.execute()]
-            if announcement is not None and separate:
-                sent.append(engine.slot_channels.publish(engine.channel(tx.slot_key), announcement))
-            await asyncio.gather(*sent)
-    except Exception:
-        # Committed is committed: lazy expiry and the sweep still end these holds (later), and
-        # listeners re-read state when they reconnect.
-        log.exception("could not set timers or announce changes of slot %s", tx.slot_key)
