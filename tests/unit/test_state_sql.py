@@ -81,3 +81,11 @@ def test_the_boards_state_sets_are_the_domains() -> None:
     assert quoted(live.group(1)) == LIVE_STATES
     assert quoted(final.group(1)) == FINAL_STATES
     assert {BookingState(name) for name in re.findall(r"([A-Z]+):", rank.group(1))} == set(BookingState)
+
+
+def test_the_admission_function_names_no_state() -> None:
+    folder = resources.files("slotengine.store") / "migrations"
+    function = (folder / "0005_admission_function.sql").read_text()
+    # The caller passes the domain's states and events (service/admission_function.py).
+    assert _states(function) == set()
+    assert not re.findall(r"'(" + "|".join(e.value for e in Event) + r")'", function)
