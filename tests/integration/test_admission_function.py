@@ -95,9 +95,7 @@ async def test_admission_follows_the_domain(
     assert slot["outcome"] == "slot"
     refusal = policy.accepts_reservations(closed, slot["starts_at"], slot["db_now"])
     expected = _expected(capacity, held_units, waiting, refusal, 4)
-    got = [
-        ("refused" if a["outcome"] == "refused" else a["state"], a["unit"], a["place"]) for a in answers
-    ]
+    got = [("refused" if a["outcome"] == "refused" else a["state"], a["unit"], a["place"]) for a in answers]
     assert got == expected
     holds = [a for a in answers if a["state"] == HELD.value]
     # Hold k of the batch gets the slot's fence (7) + k, and the domain's expiry.
