@@ -123,14 +123,19 @@ class QueuePlace(NamedTuple):
 
     mirrored: bool
     place: int | None  # 1 = next in line; None when the booking is not waiting
+    version: int  # the slot version the mirror is at (-1 when not mirrored)
 
 
-async def read_queue_place(redis: RedisClient, keys: list[str], booking_id: str) -> QueuePlace:
-    """Where the booking stands in its slot's mirrored queue."""
-    answer = await queue_position(redis, keys, [booking_id])
+def parse_queue_place(answer: Any) -> QueuePlace:
     if answer[0] == "MISSING":
-        return QueuePlace(False, None)
-    return QueuePlace(True, int(answer[0]) or None)
+        return QueuePlace(False, None, -1)
+    return QueuePlace(True, int(answer[0]) or None, int(answer[1]))
+
+
+async def read_queue_places(redis: RedisClient, calls: Sequence[tuple[list[str], str]]) -> list[QueuePlace]:
+    """Where each (slot keys, booking id) stands in its slot's mirrored queue, in one round trip."""
+    answers = await queue_position.run_many(redis, [(keys, [booking_id]) for keys, booking_id in calls])
+    return [parse_queue_place(answer) for answer in answers]
 
 
 class Claim(NamedTuple):

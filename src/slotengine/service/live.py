@@ -22,7 +22,8 @@ from slotengine.service.announcements import SlotAnnouncement
 from slotengine.service.engine import Engine
 from slotengine.service.events import EventHub, Message
 from slotengine.service.ids import parse_id
-from slotengine.service.state_sql import CONFIRMED, PENDING, RESERVED, SETTLED_SQL
+from slotengine.service.queue_places import queue_places
+from slotengine.service.state_sql import CONFIRMED, RESERVED, SETTLED_SQL
 from slotengine.service.views import BookingView, Caller, QueuePositionView, SlotView
 from slotengine.store.database import connection
 
@@ -44,7 +45,7 @@ async def _slot_snapshot(slot_id: UUID) -> tuple[SlotView, int] | None:
         f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = {RESERVED}) AS held,"
         " (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id"
         f"   AND b.state IN {SETTLED_SQL}) AS confirmed,"
-        f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = {PENDING}) AS waiting"
+        " s.waiting"  # kept on the slot's row: never a walk of the queue
         " FROM slots s WHERE s.id = $1",
         slot_id,
     )
@@ -122,19 +123,17 @@ class _BookingState:
     capacity: int
 
 
-async def _booking_snapshot(caller: Caller, booking_id: str) -> _BookingState:
+async def _booking_snapshot(engine: Engine, caller: Caller, booking_id: str) -> _BookingState:
     booking_uuid = parse_id("bookingId", booking_id)
     row = await _one(
-        "SELECT b.id, b.slot_id, b.holder, b.state, b.expires_at, b.created_at, s.version,"
-        " s.capacity,"
-        f" CASE WHEN b.state = {PENDING} THEN (SELECT count(*) FROM bookings p"
-        f"   WHERE p.slot_id = b.slot_id AND p.state = {PENDING} AND p.queue_seq <= b.queue_seq)"
-        " END AS position"
+        "SELECT b.id, b.slot_id, b.holder, b.state, b.queue_seq, b.expires_at, b.created_at,"
+        " s.version, s.version AS slot_version, s.capacity"
         " FROM bookings b JOIN slots s ON s.id = b.slot_id WHERE b.id = $1",
         booking_uuid,
     )
     if row is None or (row["holder"] != caller.holder and not caller.admin):
         raise BookingNotFound(booking_id)
+    row["position"] = (await queue_places(engine, [row])).get(row["id"])
     state = S(row["state"])
     view = BookingView(
         id=str(row["id"]),
@@ -180,7 +179,7 @@ async def _follow(
     if first is None:
         raise BookingNotFound(booking_id)
     async with hub.listen(first.slot_id) as inbox:
-        current = await _booking_snapshot(caller, booking_id)
+        current = await _booking_snapshot(engine, caller, booking_id)
         yield current
         while current.view.state not in FINAL_STATES:
             message = await inbox.get()
@@ -190,7 +189,7 @@ async def _follow(
                 current = dataclasses.replace(current, view=view, version=message.version)
                 yield current
             elif _needs_resync(message, current.version):
-                current = await _booking_snapshot(caller, booking_id)
+                current = await _booking_snapshot(engine, caller, booking_id)
                 yield current
 
 

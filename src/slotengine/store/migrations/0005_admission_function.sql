@@ -103,9 +103,16 @@ BEGIN
     looked AS (
         SELECT q.n, q.holder, q.key, k.slot_id AS key_slot, k.booking_id AS known_id, l.id AS live_id,
                row_number() OVER (PARTITION BY q.holder, q.key ORDER BY q.n) AS key_nth
+        -- One index probe per request (never a scan of the slot's queue or of every key).
         FROM request q
-        LEFT JOIN idempotency_keys k ON k.holder = q.holder AND k.key = q.key
-        LEFT JOIN bookings l ON l.slot_id = p_slot AND l.holder = q.holder AND l.state = ANY (p_live)
+        LEFT JOIN LATERAL (
+            SELECT i.slot_id, i.booking_id FROM idempotency_keys i
+            WHERE i.holder = q.holder AND i.key = q.key LIMIT 1
+        ) AS k ON true
+        LEFT JOIN LATERAL (
+            SELECT b.id FROM bookings b
+            WHERE b.slot_id = p_slot AND b.holder = q.holder AND b.state = ANY (p_live) LIMIT 1
+        ) AS l ON true
     ),
     -- One new booking per holder with neither a known key nor a live booking: its first request's.
     newcomer AS (
