@@ -30,6 +30,8 @@ class Engine:
     read_gate: ReadGate = field(default_factory=lambda: ReadGate(connections=5, wait_seconds=2.0))
     # This process's batches of concurrent reservations, per slot (see service/combining.py).
     reservations: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
+    # And of concurrent confirms, cancels and completes, per slot (see service/booking_changes.py).
+    changes: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -32,6 +32,19 @@ from slotengine.service.state_sql import PENDING
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit row: a booking's transition, by whom, why, under which fence."""
+
+    booking_id: UUID
+    from_state: BookingState | None
+    to_state: BookingState
+    event: Event
+    actor: str
+    reason: str | None = None
+    fence: int | None = None
 
 
 @dataclass
@@ -90,18 +103,32 @@ class SlotTransaction:
         position: int | None = None,
     ) -> None:
         """Write one audit row, in this transaction, for a change already made."""
+        await self.record_many([AuditEntry(booking_id, from_state, to_state, event, actor, reason, fence)])
+        if position is not None:
+            self.changes[-1] = dataclasses.replace(self.changes[-1], position=position)
+
+    async def record_many(self, entries: Sequence[AuditEntry]) -> None:
+        """Write the audit rows of changes already made, in this transaction, in this order (the
+        one place the service writes them; the admission function writes its own batch's)."""
+        if not entries:
+            return
         await _driver(self.conn).execute(
             "INSERT INTO transitions (booking_id, from_state, to_state, event, actor, reason, fence)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            booking_id,
-            from_state,
-            to_state,
-            event.value,
-            actor,
-            reason,
-            fence,
+            " SELECT t.booking_id, t.from_state, t.to_state, t.event, t.actor, t.reason, t.fence"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+            "  $7::bigint[]) WITH ORDINALITY"
+            "  AS t (booking_id, from_state, to_state, event, actor, reason, fence, n)"
+            " ORDER BY t.n",
+            [e.booking_id for e in entries],
+            [e.from_state for e in entries],
+            [e.to_state for e in entries],
+            [e.event.value for e in entries],
+            [e.actor for e in entries],
+            [e.reason for e in entries],
+            [e.fence for e in entries],
         )
-        self.changes.append(Change(str(booking_id), from_state, to_state, event, position))
+        for e in entries:
+            self.changes.append(Change(str(e.booking_id), e.from_state, e.to_state, e.event))
 
     def unit_released(self, unit: int | None) -> None:
         """Keep the snapshot true after a booking in this transaction gave up its unit."""
