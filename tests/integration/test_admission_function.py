@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from slotengine.domain import policy
+from slotengine.domain.errors import TooManyBookings
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.service.admission_function import ADMIT_SQL, admit_args
 from slotengine.service.engine import Engine
@@ -169,3 +170,26 @@ async def test_keys_replay_and_a_holder_gets_one_booking(engine: Engine) -> None
         "SELECT to_state, event FROM transitions WHERE booking_id = $1", [answers[0]["id"]]
     )
     assert trail == [{"to_state": HELD.value, "event": Event.HOLD.value}]
+
+
+@pytest.mark.parametrize(("claims_elsewhere", "cap"), [(0, 1), (1, 1), (1, 2), (2, 2), (3, 0)])
+async def test_the_cap_on_live_bookings_is_the_domains(
+    engine: Engine, claims_elsewhere: int, cap: int
+) -> None:
+    holder = f"capped-{uuid.uuid4()}"
+    for _ in range(claims_elsewhere):
+        elsewhere = await _slot(1, starts_in=timedelta(hours=1))
+        await connection().execute_query_dict(
+            ADMIT_SQL, admit_args(elsewhere, [ReserveRequest(holder, f"k-{elsewhere}")])
+        )
+    slot_id = await _slot(1, starts_in=timedelta(hours=1))
+    rows = await connection().execute_query_dict(
+        ADMIT_SQL, admit_args(slot_id, [ReserveRequest(holder, "here")], cap)
+    )
+    answer = next(r for r in rows if r["ord"] == 1)
+    try:
+        policy.check_live_booking_cap(claims_elsewhere, cap)
+        refused = False
+    except TooManyBookings:
+        refused = True
+    assert answer["outcome"] == ("capped" if refused else "new")

@@ -17,7 +17,13 @@ from uuid import UUID
 import asyncpg
 
 from slotengine.domain import policy
-from slotengine.domain.errors import DomainError, IdempotencyKeyReused, SlotClosed, SlotNotFound
+from slotengine.domain.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    SlotClosed,
+    SlotNotFound,
+    TooManyBookings,
+)
 from slotengine.domain.states import LIVE_STATES, BookingState, Event, Role, transition
 from slotengine.redis.scripts import ChangesApplied
 from slotengine.service.after_commit import Committed, MirrorCall, after_commit
@@ -26,7 +32,7 @@ from slotengine.service.engine import Engine
 from slotengine.service.mirror import MirrorOp, apply_args, apply_to_mirror, mirror_ops
 from slotengine.service.reserve_request import Reservation, ReserveRequest
 from slotengine.service.retries import retry_conflicts
-from slotengine.service.state_sql import PENDING
+from slotengine.service.state_sql import CLAIMING_STATES, PENDING
 from slotengine.service.unit_of_work import slot_transaction
 from slotengine.store.database import connection
 
@@ -36,11 +42,12 @@ HELD = transition(None, Event.HOLD, Role.HOLDER)
 QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
 
 # The domain's names, passed to the function (it names none itself).
-ADMIT_SQL = "SELECT * FROM admit_reservations($1, $2, $3, $4, $5, $6, $7, $8)"
+ADMIT_SQL = "SELECT * FROM admit_reservations($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 
-def admit_args(slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[Any]:
-    """ADMIT_SQL's arguments for a batch of requests, in arrival order."""
+def admit_args(slot_id: UUID, requests: Sequence[ReserveRequest], cap: int = 0) -> list[Any]:
+    """ADMIT_SQL's arguments for a batch of requests, in arrival order; `cap` on live claims
+    elsewhere per holder (0 = none)."""
     return [
         slot_id,
         [r.holder for r in requests],
@@ -50,6 +57,8 @@ def admit_args(slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[Any]:
         Event.HOLD.value,
         Event.QUEUE.value,
         sorted(state.value for state in LIVE_STATES),
+        sorted(state.value for state in CLAIMING_STATES),
+        cap,
     ]
 
 
@@ -64,7 +73,8 @@ async def admit_in_one_trip(
     engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]
 ) -> list[Outcome] | None:
     """Each request's answer or refusal; None when the slot must be settled first (nothing done)."""
-    rows = await _admit(slot_id, requests)
+    cap = engine.live_bookings_per_holder
+    rows = await _admit(slot_id, requests, cap)
     if not rows:
         raise SlotNotFound(str(slot_id))
     ordered = sorted(rows, key=lambda row: int(row["ord"]))
@@ -86,7 +96,7 @@ async def admit_in_one_trip(
     elif answer is not None and not (answer.applied or answer.ahead):
         await _mirror_lost(engine, slot_id, change, answer)
     refusal = policy.accepts_reservations(slot["closed"], slot["starts_at"], slot["db_now"])
-    return [_outcome(requests, slot_id, row, places, refusal) for row in answers]
+    return [_outcome(requests, slot_id, row, places, refusal, cap) for row in answers]
 
 
 def _changes(
@@ -127,8 +137,11 @@ def _outcome(
     row: asyncpg.Record,
     places: dict[str, int],
     refusal: str | None,
+    cap: int,
 ) -> Outcome:
     outcome = row["outcome"]
+    if outcome == "capped":
+        return TooManyBookings(cap)
     if outcome == "reused":
         return IdempotencyKeyReused(requests[int(row["ord"]) - 1].key)
     if outcome == "refused":
@@ -139,10 +152,10 @@ def _outcome(
 
 
 @retry_conflicts
-async def _admit(slot_id: UUID, requests: Sequence[ReserveRequest]) -> list[asyncpg.Record]:
+async def _admit(slot_id: UUID, requests: Sequence[ReserveRequest], cap: int) -> list[asyncpg.Record]:
     async with connection().acquire_connection() as conn:
         db: asyncpg.Connection = conn
-        rows: list[asyncpg.Record] = await db.fetch(ADMIT_SQL, *admit_args(slot_id, requests))
+        rows: list[asyncpg.Record] = await db.fetch(ADMIT_SQL, *admit_args(slot_id, requests, cap))
     return rows
 
 

@@ -20,6 +20,7 @@
 --   replay   the booking made earlier under this (holder, key)
 --   reused   the key names a booking of another slot
 --   refused  the slot takes no reservations (closed or started)
+--   capped   the holder already holds or waits for p_cap other slots (check_live_booking_cap)
 -- `place` is a new queued booking's place in the queue (1 = next).
 CREATE FUNCTION admit_reservations(
     p_slot        uuid,
@@ -29,7 +30,9 @@ CREATE FUNCTION admit_reservations(
     p_queued      text,    -- transition(None, QUEUE): a new booking that waits
     p_hold_event  text,
     p_queue_event text,
-    p_live        text[]   -- LIVE_STATES: one live booking per holder and slot
+    p_live        text[],  -- LIVE_STATES: one live booking per holder and slot
+    p_claiming    text[],  -- holds and waits: what counts against a holder's cap
+    p_cap         integer  -- live claims a holder may have on other slots (0 = no cap)
 ) RETURNS TABLE (
     ord            integer,
     outcome        text,
@@ -102,7 +105,8 @@ BEGIN
     ),
     looked AS (
         SELECT q.n, q.holder, q.key, k.slot_id AS key_slot, k.booking_id AS known_id, l.id AS live_id,
-               row_number() OVER (PARTITION BY q.holder, q.key ORDER BY q.n) AS key_nth
+               row_number() OVER (PARTITION BY q.holder, q.key ORDER BY q.n) AS key_nth,
+               p_cap > 0 AND c.n >= p_cap AS capped
         -- One index probe per request (never a scan of the slot's queue or of every key).
         FROM request q
         LEFT JOIN LATERAL (
@@ -113,11 +117,16 @@ BEGIN
             SELECT b.id FROM bookings b
             WHERE b.slot_id = p_slot AND b.holder = q.holder AND b.state = ANY (p_live) LIMIT 1
         ) AS l ON true
+        LEFT JOIN LATERAL (  -- the holder's live holds and waits elsewhere (a dead hold is none)
+            SELECT count(*) AS n FROM bookings c
+            WHERE p_cap > 0 AND c.holder = q.holder AND c.slot_id <> p_slot
+              AND c.state = ANY (p_claiming) AND (c.state <> p_held OR c.expires_at > now())
+        ) AS c ON true
     ),
     -- One new booking per holder with neither a known key nor a live booking: its first request's.
     newcomer AS (
         SELECT DISTINCT ON (lk.holder) lk.holder, lk.key, lk.n FROM looked lk
-        WHERE lk.known_id IS NULL AND lk.live_id IS NULL AND v_accepts
+        WHERE lk.known_id IS NULL AND lk.live_id IS NULL AND NOT lk.capped AND v_accepts
         ORDER BY lk.holder, lk.n
     ),
     admitted AS (
@@ -157,11 +166,12 @@ BEGIN
         INSERT INTO idempotency_keys (holder, key, slot_id, booking_id)
         SELECT DISTINCT ON (lk.holder, lk.key) lk.holder, lk.key, p_slot, coalesce(lk.live_id, a.id)
         FROM looked lk LEFT JOIN admitted a ON a.holder = lk.holder
-        WHERE lk.known_id IS NULL AND (lk.live_id IS NOT NULL OR a.id IS NOT NULL)
+        WHERE lk.known_id IS NULL AND NOT lk.capped AND (lk.live_id IS NOT NULL OR a.id IS NOT NULL)
         ORDER BY lk.holder, lk.key, lk.n
     )
     SELECT lk.n,
-           CASE WHEN lk.known_id IS NOT NULL THEN
+           CASE WHEN lk.capped THEN 'capped'
+                WHEN lk.known_id IS NOT NULL THEN
                     CASE WHEN lk.key_slot = p_slot THEN 'replay' ELSE 'reused' END
                 WHEN lk.live_id IS NOT NULL THEN CASE WHEN lk.key_nth = 1 THEN 'row' ELSE 'replay' END
                 WHEN a.id IS NOT NULL THEN 'new'
@@ -174,7 +184,8 @@ BEGIN
            NULL::integer, NULL::integer, NULL::boolean, NULL::timestamptz, NULL::timestamptz,
            NULL::timestamptz, NULL::bigint, NULL::bigint, NULL::integer
     FROM looked lk
-    LEFT JOIN admitted a ON a.holder = lk.holder AND lk.known_id IS NULL AND lk.live_id IS NULL
+    LEFT JOIN admitted a
+        ON a.holder = lk.holder AND lk.known_id IS NULL AND lk.live_id IS NULL AND NOT lk.capped
     LEFT JOIN booking nb ON nb.id = a.id
     LEFT JOIN bookings ob ON ob.id = coalesce(lk.known_id, lk.live_id)
     UNION ALL
