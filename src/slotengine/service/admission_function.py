@@ -24,7 +24,7 @@ from slotengine.domain.errors import (
     SlotNotFound,
     TooManyBookings,
 )
-from slotengine.domain.states import LIVE_STATES, BookingState, Event, Role, transition
+from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.redis.scripts import ChangesApplied
 from slotengine.service.after_commit import Committed, MirrorCall, after_commit
 from slotengine.service.announcements import Change
@@ -32,7 +32,7 @@ from slotengine.service.engine import Engine
 from slotengine.service.mirror import MirrorOp, apply_args, apply_to_mirror, mirror_ops
 from slotengine.service.reserve_request import Reservation, ReserveRequest
 from slotengine.service.retries import retry_conflicts
-from slotengine.service.state_sql import CLAIMING_STATES, PENDING
+from slotengine.service.state_sql import PENDING
 from slotengine.service.unit_of_work import slot_transaction
 from slotengine.store.database import connection
 
@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 HELD = transition(None, Event.HOLD, Role.HOLDER)
 QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
 
-# The domain's names, passed to the function (it names none itself).
-ADMIT_SQL = "SELECT * FROM admit_reservations($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+# The domain's states and events, passed to the function (see migration 0005).
+ADMIT_SQL = "SELECT * FROM admit_reservations($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
 def admit_args(slot_id: UUID, requests: Sequence[ReserveRequest], cap: int = 0) -> list[Any]:
@@ -56,8 +56,6 @@ def admit_args(slot_id: UUID, requests: Sequence[ReserveRequest], cap: int = 0) 
         QUEUED.value,
         Event.HOLD.value,
         Event.QUEUE.value,
-        sorted(state.value for state in LIVE_STATES),
-        sorted(state.value for state in CLAIMING_STATES),
         cap,
     ]
 

@@ -6,8 +6,12 @@
 -- holding a free unit while nobody waits, else queued), and writes the bookings, their audit rows,
 -- the idempotency records, the holds' fences and the slot's version and queue length.
 --
--- Nothing here names a state or an event: the caller passes the domain's (domain/states.py), so
--- the transition table stays the one source. The rules it applies are the domain's
+-- The states and events it writes are the caller's, from the domain (domain/states.py), so the
+-- transition table stays the one source. Two lookups name state sets as literals, the same
+-- predicates as the partial indexes they must use (0001, 0004): the function runs on generic
+-- plans (planning its big statement on every call cost twice its execution), and a generic plan
+-- uses a partial index only when its query names the index's predicate; tests/unit/
+-- test_state_sql.py checks both against the domain's sets. The rules it applies are the domain's
 -- (policy.admit, policy.free_units, policy.hold_expiry, policy.accepts_reservations,
 -- settlement.settled_already); tests/integration/test_admission_function.py checks each against
 -- them. When the slot has something to settle first (a lapsed hold, a queue to lapse or promote),
@@ -30,8 +34,6 @@ CREATE FUNCTION admit_reservations(
     p_queued      text,    -- transition(None, QUEUE): a new booking that waits
     p_hold_event  text,
     p_queue_event text,
-    p_live        text[],  -- LIVE_STATES: one live booking per holder and slot
-    p_claiming    text[],  -- holds and waits: what counts against a holder's cap
     p_cap         integer  -- live claims a holder may have on other slots (0 = no cap)
 ) RETURNS TABLE (
     ord            integer,
@@ -55,7 +57,9 @@ CREATE FUNCTION admit_reservations(
     locked_version bigint,
     version        bigint,
     waiting        integer
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 #variable_conflict use_column
 DECLARE
     v_slot    slots%ROWTYPE;
@@ -115,12 +119,15 @@ BEGIN
         ) AS k ON true
         LEFT JOIN LATERAL (
             SELECT b.id FROM bookings b
-            WHERE b.slot_id = p_slot AND b.holder = q.holder AND b.state = ANY (p_live) LIMIT 1
+            -- LIVE_STATES (bookings_one_live_per_holder)
+            WHERE b.slot_id = p_slot AND b.holder = q.holder
+              AND b.state IN ('PENDING', 'RESERVED', 'CONFIRMED') LIMIT 1
         ) AS l ON true
         LEFT JOIN LATERAL (  -- the holder's live holds and waits elsewhere (a dead hold is none)
             SELECT count(*) AS n FROM bookings c
+            -- CLAIMING_STATES (bookings_holder_claims)
             WHERE p_cap > 0 AND c.holder = q.holder AND c.slot_id <> p_slot
-              AND c.state = ANY (p_claiming) AND (c.state <> p_held OR c.expires_at > now())
+              AND c.state IN ('PENDING', 'RESERVED') AND (c.state <> p_held OR c.expires_at > now())
         ) AS c ON true
     ),
     -- One new booking per holder with neither a known key nor a live booking: its first request's.
