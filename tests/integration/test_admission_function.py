@@ -193,3 +193,48 @@ async def test_the_cap_on_live_bookings_is_the_domains(
     except TooManyBookings:
         refused = True
     assert answer["outcome"] == ("capped" if refused else "new")
+
+
+async def test_its_audit_rows_carry_the_slot_and_the_version_they_committed_at() -> None:
+    """A resuming subscription replays the trail by (slot_id, slot_version): the function writes
+    both, at the slot's bumped version, for every booking it made (0009 makes them NOT NULL)."""
+    slot_id = await _slot(1, starts_in=timedelta(hours=1))
+    first = await _admit(slot_id, ["trail-a", "trail-b"])
+    second = await _admit(slot_id, ["trail-c"])
+    assert [first[0]["version"], second[0]["version"]] == [1, 2]
+    trail = await connection().execute_query_dict(
+        "SELECT t.booking_id, t.event, t.slot_id, t.slot_version FROM transitions t"
+        " JOIN bookings b ON b.id = t.booking_id WHERE b.slot_id = $1 ORDER BY t.id",
+        [slot_id],
+    )
+    assert [(r["booking_id"], r["event"], r["slot_id"], r["slot_version"]) for r in trail] == [
+        (first[1]["id"], Event.HOLD.value, slot_id, 1),
+        (first[2]["id"], Event.QUEUE.value, slot_id, 1),
+        (second[1]["id"], Event.QUEUE.value, slot_id, 2),
+    ]
+
+
+async def test_a_live_booking_found_again_names_its_group() -> None:
+    """A holder whose group holds this slot gets that booking back, with its group (bookings of a
+    group move with it: the API needs to know it is one)."""
+    slot_id = await _slot(2, starts_in=timedelta(hours=1))
+    holder, group_id, booking_id = f"member-{slot_id}", uuid.uuid4(), uuid.uuid4()
+    await connection().execute_query(
+        "INSERT INTO booking_groups (id, holder, idempotency_key, slot_ids, state)"
+        " VALUES ($1, $2, 'g', ARRAY[$3::uuid], 'RESERVED')",
+        [group_id, holder, slot_id],
+    )
+    await connection().execute_query(
+        "INSERT INTO bookings (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key,"
+        " group_id) VALUES ($1, $2, $3, $4, 1, 1, now() + interval '1 minute', 'g', $5)",
+        [booking_id, slot_id, holder, HELD.value, group_id],
+    )
+    requests = [ReserveRequest(holder, "single"), ReserveRequest("loner", "single")]
+    rows = sorted(
+        await connection().execute_query_dict(ADMIT_SQL, admit_args(slot_id, requests)),
+        key=lambda row: row["ord"],
+    )
+    assert [(r["outcome"], r["id"], r["group_id"]) for r in rows[1:]] == [
+        ("row", booking_id, group_id),
+        ("new", rows[2]["id"], None),
+    ]
