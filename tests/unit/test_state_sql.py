@@ -81,3 +81,18 @@ def test_the_boards_state_sets_are_the_domains() -> None:
     assert quoted(live.group(1)) == LIVE_STATES
     assert quoted(final.group(1)) == FINAL_STATES
     assert {BookingState(name) for name in re.findall(r"([A-Z]+):", rank.group(1))} == set(BookingState)
+
+
+def test_the_admission_function_names_only_the_index_predicates() -> None:
+    folder = resources.files("slotengine.store") / "migrations"
+    function = (folder / "0005_admission_function.sql").read_text()
+    # The states and events it writes are passed by the caller (service/admission_function.py);
+    # the only literals are the two lookups' state sets, which must be the domain's.
+    live = re.search(r"AND b\.state IN \(([^)]*)\) LIMIT 1", function)
+    claiming = re.search(r"AND c\.state IN \(([^)]*)\)", function)
+    assert live and claiming
+    assert _states(live.group(1)) == LIVE_STATES
+    assert _states(claiming.group(1)) == state_sql.CLAIMING_STATES
+    rest = function.replace(live.group(0), "").replace(claiming.group(0), "")
+    assert _states(rest) == set()
+    assert not re.findall(r"'(" + "|".join(e.value for e in Event) + r")'", function)

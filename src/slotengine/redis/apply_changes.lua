@@ -11,14 +11,29 @@
 --   settled 0  delta       units occupied by confirmed or completed bookings changed by delta
 --   rank    id 0           report where the booking stands in the queue
 --
--- Returns {"MISSING"} when the slot is not mirrored, {"STALE"} when the mirror is at another
--- version or disagrees with an operation (nothing is written then; the caller rebuilds it), else
--- {"OK", place...}: for each queue- and rank operation, the booking's place in the queue
--- (1 = next) before it left, or 0 for a rank of a booking not waiting.
+-- Changes are applied after their commit, so the changes of two transactions may arrive out of
+-- order: nothing is written unless the mirror is at exactly ARGV[1].
+--
+-- Returns {"MISSING"} when the slot is not mirrored; {"BEHIND"} when the mirror is at an older
+-- version (an earlier transaction's changes are still on their way: try again shortly);
+-- {"AHEAD"} when it is at ARGV[2] or later (a rebuild read these changes from PostgreSQL already);
+-- {"STALE"} when it disagrees with an operation (nothing is written then; the caller rebuilds
+-- it); else {"OK", place...}: for each queue- and rank operation, the booking's place in the
+-- queue (1 = next) before it left, or 0 for a rank of a booking not waiting.
 if redis.call('EXISTS', KEYS[1]) == 0 then
     return {'MISSING'}
 end
-if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
+local version = tonumber(redis.call('HGET', KEYS[1], 'version'))
+if not version then
+    return {'STALE'}
+end
+if version < tonumber(ARGV[1]) then
+    return {'BEHIND'}
+end
+if version > tonumber(ARGV[1]) then
+    if version >= tonumber(ARGV[2]) then
+        return {'AHEAD'}
+    end
     return {'STALE'}
 end
 -- Check first, write after: a disagreeing mirror is left as it was for the rebuild.

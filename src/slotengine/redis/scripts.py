@@ -63,18 +63,38 @@ class LuaScript:
 
 
 class ChangesApplied(NamedTuple):
-    """apply_changes.lua's answer: whether the mirror took the changes, and the places it reported."""
+    """apply_changes.lua's answer: what the mirror did with the changes, and the places it reported."""
 
-    applied: bool
-    missing: bool  # the slot was not mirrored at all (else, when not applied: it disagreed)
-    places: list[int]  # for each queue- and rank operation, in order (0 = not waiting)
+    # OK (applied), MISSING (not mirrored), BEHIND (at an older version: an earlier change is on
+    # its way), AHEAD (a rebuild holds these changes already), STALE (disagreed: rebuild it).
+    status: str
+    places: list[int]  # when OK: for each queue- and rank operation, in order (0 = not waiting)
+
+    @property
+    def applied(self) -> bool:
+        return self.status == "OK"
+
+    @property
+    def missing(self) -> bool:
+        return self.status == "MISSING"
+
+    @property
+    def behind(self) -> bool:
+        return self.status == "BEHIND"
+
+    @property
+    def ahead(self) -> bool:
+        return self.status == "AHEAD"
+
+
+def parse_changes_applied(answer: Any) -> ChangesApplied:
+    """Read apply_changes.lua's raw answer."""
+    return ChangesApplied(str(answer[0]), [int(place) for place in answer[1:]])
 
 
 async def apply_changes(redis: RedisClient, keys: list[str], args: list[Any]) -> ChangesApplied:
     """Run apply_changes.lua (see its header) and read its answer."""
-    answer = await apply_changes_script(redis, keys, args)
-    status = answer[0]
-    return ChangesApplied(status == "OK", status == "MISSING", [int(place) for place in answer[1:]])
+    return parse_changes_applied(await apply_changes_script(redis, keys, args))
 
 
 class SlotStatus(NamedTuple):
@@ -103,14 +123,19 @@ class QueuePlace(NamedTuple):
 
     mirrored: bool
     place: int | None  # 1 = next in line; None when the booking is not waiting
+    version: int  # the slot version the mirror is at (-1 when not mirrored)
 
 
-async def read_queue_place(redis: RedisClient, keys: list[str], booking_id: str) -> QueuePlace:
-    """Where the booking stands in its slot's mirrored queue."""
-    answer = await queue_position(redis, keys, [booking_id])
+def parse_queue_place(answer: Any) -> QueuePlace:
     if answer[0] == "MISSING":
-        return QueuePlace(False, None)
-    return QueuePlace(True, int(answer[0]) or None)
+        return QueuePlace(False, None, -1)
+    return QueuePlace(True, int(answer[0]) or None, int(answer[1]))
+
+
+async def read_queue_places(redis: RedisClient, calls: Sequence[tuple[list[str], str]]) -> list[QueuePlace]:
+    """Where each (slot keys, booking id) stands in its slot's mirrored queue, in one round trip."""
+    answers = await queue_position.run_many(redis, [(keys, [booking_id]) for keys, booking_id in calls])
+    return [parse_queue_place(answer) for answer in answers]
 
 
 async def read_queue_ahead(redis: RedisClient, keys: list[str], version: int, booking_id: str) -> int | None:

@@ -8,7 +8,13 @@
 -- ARGV[5] the slot's version these bookings are at (apply_changes.lua builds on it)
 -- ARGV[6] number of holds H, then H pairs (expiry ms, booking id), then pairs (sequence, booking id)
 --
--- Returns the number of holds and queue entries written.
+-- Returns the number of holds and queue entries written, or -1 when the mirror is already at a
+-- later version than ARGV[5] (a rebuild never takes it back: changes are applied after commit,
+-- and a later transaction's may have landed first).
+local current = tonumber(redis.call('HGET', KEYS[1], 'version'))
+if current and current > tonumber(ARGV[5]) then
+    return -1
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'capacity', ARGV[1], 'confirmed', ARGV[2], 'closed', ARGV[3],
            'drop_at', ARGV[4], 'version', ARGV[5])

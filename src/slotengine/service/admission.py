@@ -18,12 +18,14 @@ import asyncpg
 from tortoise.exceptions import IntegrityError
 
 from slotengine.domain import policy
-from slotengine.domain.errors import DomainError, IdempotencyKeyReused, SlotClosed
+from slotengine.domain.errors import DomainError, IdempotencyKeyReused, SlotClosed, TooManyBookings
 from slotengine.domain.states import BookingState, Event, Role, transition
+from slotengine.service.admission_function import admit_in_one_trip
 from slotengine.service.announcements import Change
-from slotengine.service.bookings import BOOKING_COLUMNS
+from slotengine.service.bookings import BOOKING_COLUMNS, capped_holders
 from slotengine.service.engine import Engine
 from slotengine.service.rate_limit import take_reserve_turns
+from slotengine.service.reserve_request import Reservation, ReserveRequest
 from slotengine.service.retries import retry_conflicts
 from slotengine.service.settlement import settle, settled_already, snapshot_columns
 from slotengine.service.state_sql import LIVE_SQL
@@ -31,21 +33,6 @@ from slotengine.service.unit_of_work import LockRead, SlotTransaction, slot_tran
 
 _HELD = transition(None, Event.HOLD, Role.HOLDER)
 _QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveRequest:
-    holder: str
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """A reservation's answer: the booking as of commit, its place in the queue, whether replayed."""
-
-    row: dict[str, Any]
-    position: int | None
-    replayed: bool
 
 
 Outcome = Reservation | DomainError
@@ -68,13 +55,28 @@ async def _reserve_allowed(
 ) -> list[Outcome]:
     for _ in range(3):
         try:
-            return await _reserve_batch(engine, slot_id, requests)
+            # One round trip when nothing on the slot is due; else the full slot transaction.
+            answered = await admit_in_one_trip(engine, slot_id, requests)
+            if answered is not None:
+                return answered
+            return await _settle_and_reserve(engine, slot_id, requests)
         except (IntegrityError, asyncpg.UniqueViolationError) as exc:
             # A concurrent request with the same key on another slot committed first: the
             # lookup now finds it. Any other integrity error is a bug and must surface.
             if "idempotency_keys_pkey" not in str(exc):
                 raise
     raise RuntimeError("idempotency record neither written nor found")  # pragma: no cover
+
+
+async def _settle_and_reserve(
+    engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]
+) -> list[Outcome]:
+    """The full slot transaction, for holders under the cap on live bookings."""
+    cap = engine.live_bookings_per_holder
+    capped = await capped_holders([r.holder for r in requests], slot_id, cap)
+    admissible = [r for r in requests if r.holder not in capped]
+    answers = iter(await _reserve_batch(engine, slot_id, admissible) if admissible else [])
+    return [TooManyBookings(cap) if r.holder in capped else next(answers) for r in requests]
 
 
 @dataclass

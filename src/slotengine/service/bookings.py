@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from slotengine.domain import groups, policy
+from slotengine.domain import groups
 from slotengine.domain.states import BookingState, Event
 from slotengine.service.state_sql import CLAIMING_SQL, RESERVED
 from slotengine.service.views import BookingView
@@ -14,20 +15,22 @@ from slotengine.store.database import connection
 BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at, group_id"
 
 
-async def check_live_booking_cap(holder: str, slot_id: UUID, cap: int) -> None:
-    """TooManyBookings when `holder` already holds or waits for `cap` slots besides `slot_id`.
+async def capped_holders(holders: Sequence[str], slot_id: UUID, cap: int) -> set[str]:
+    """The holders among `holders` who already hold or wait for `cap` slots besides `slot_id`.
 
-    One query on a partial index, outside any slot lock: concurrent reserves of one holder may
-    each pass it, so the cap can be overshot by the requests that holder has in flight at once.
+    One query on a partial index, outside any slot lock: concurrent reserves of one holder on
+    several slots may each pass it, so the cap can be overshot by the requests that holder has in
+    flight at once. (admit_reservations() applies the same rule in its own statement.)
     """
-    if cap <= 0:
-        return
+    if cap <= 0 or not holders:
+        return set()
     rows = await connection().execute_query_dict(
-        "SELECT count(*) AS n FROM bookings WHERE holder = $1 AND slot_id <> $2"
-        f" AND state IN {CLAIMING_SQL} AND (state <> {RESERVED} OR expires_at > now())",
-        [holder, slot_id],
+        "SELECT holder FROM bookings WHERE holder = ANY($1::text[]) AND slot_id <> $2"
+        f" AND state IN {CLAIMING_SQL} AND (state <> {RESERVED} OR expires_at > now())"
+        " GROUP BY holder HAVING count(*) >= $3",
+        [list(set(holders)), slot_id, cap],
     )
-    policy.check_live_booking_cap(int(rows[0]["n"]), cap)
+    return {row["holder"] for row in rows}
 
 
 async def load_booking_row(booking_id: UUID) -> dict[str, Any] | None:

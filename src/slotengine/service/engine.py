@@ -33,6 +33,8 @@ class Engine:
     webhooks: DeliveryRules = field(default_factory=DeliveryRules)
     # This process's batches of concurrent reservations, per slot (see service/combining.py).
     reservations: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
+    # And of concurrent confirms, cancels and completes, per slot (see service/booking_changes.py).
+    changes: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)

@@ -24,11 +24,10 @@ from tortoise.transactions import in_transaction
 
 from slotengine.domain.errors import DomainError, SlotNotFound
 from slotengine.domain.groups import lock_order
+from slotengine.service.after_commit import after_commit
 from slotengine.service.engine import Engine
 from slotengine.service.mirror import drop_mirror
-
-# _after_commit is the one slot's announcement and timers, exactly as slot_transaction sends them.
-from slotengine.service.unit_of_work import SlotTransaction, _after_commit
+from slotengine.service.unit_of_work import SlotTransaction
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,10 @@ async def group_transaction(engine: Engine, slot_ids: Sequence[UUID]) -> AsyncIt
             await asyncio.shield(asyncio.gather(*(drop_mirror(engine, tx.slot_key) for tx in group.slots)))
         raise
     assert group is not None
-    await asyncio.gather(*(_after_commit(engine, tx) for tx in group.slots), _set(engine, group.schedules))
+    # Each slot's announcement and timers, exactly as slot_transaction sends them.
+    await asyncio.gather(
+        *(after_commit(engine, tx.committed()) for tx in group.slots), _set(engine, group.schedules)
+    )
     if refusal is not None:
         raise refusal
 

@@ -26,6 +26,7 @@ from slotengine.service.announcements import SlotAnnouncement, SlotTerms
 from slotengine.service.engine import Engine
 from slotengine.service.events import EventHub, Message
 from slotengine.service.ids import parse_id
+from slotengine.service.queue_places import queue_places
 from slotengine.service.replay import HoldRecord
 from slotengine.service.state_sql import PENDING, RESERVED, SETTLED_SQL
 from slotengine.service.views import BookingView, Caller, LiveMessage, QueuePositionView, SlotView
@@ -49,7 +50,7 @@ async def _slot_snapshot(slot_id: UUID) -> tuple[SlotView, int] | None:
         f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = {RESERVED}) AS held,"
         " (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id"
         f"   AND b.state IN {SETTLED_SQL}) AS confirmed,"
-        f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = {PENDING}) AS waiting"
+        " s.waiting"  # kept on the slot's row: never a walk of the queue
         " FROM slots s WHERE s.id = $1",
         slot_id,
     )
@@ -202,12 +203,16 @@ class _Snapshot:
     hold_expires_at: datetime | None  # the expiry of its hold, if it was ever held
 
 
-async def _booking_snapshot(caller: Caller, booking_id: str, *, ahead: bool = False) -> _Snapshot:
+async def _booking_snapshot(
+    engine: Engine, caller: Caller, booking_id: str, *, ahead: bool = False
+) -> _Snapshot:
     booking_uuid = parse_id("bookingId", booking_id)
     row = await _one(
         "SELECT b.id, b.slot_id, b.holder, b.state, b.expires_at, b.created_at, b.queue_seq,"
-        " s.version, s.capacity,"
-        f" CASE WHEN b.state = {PENDING} OR $2 THEN (SELECT count(*) FROM bookings p"
+        " s.version, s.version AS slot_version, s.capacity,"
+        # A waiting booking's place comes from the mirror (queue_places, below); the queue is
+        # counted only for one that no longer waits, and only when a replay asks (a resume).
+        f" CASE WHEN $2 AND b.state <> {PENDING} THEN (SELECT count(*) FROM bookings p"
         f"   WHERE p.slot_id = b.slot_id AND p.state = {PENDING} AND p.queue_seq < b.queue_seq)"
         " END AS ahead"
         " FROM bookings b JOIN slots s ON s.id = b.slot_id WHERE b.id = $1",
@@ -217,6 +222,8 @@ async def _booking_snapshot(caller: Caller, booking_id: str, *, ahead: bool = Fa
     if row is None or (row["holder"] != caller.holder and not caller.admin):
         raise BookingNotFound(booking_id)
     state = S(row["state"])
+    if state is S.PENDING:
+        row["ahead"] = (await queue_places(engine, [row]))[row["id"]] - 1
     view = BookingView(
         id=str(row["id"]),
         slot_id=str(row["slot_id"]),
@@ -326,7 +333,7 @@ async def _follow(
     if first is None:
         raise BookingNotFound(booking_id)
     async with hub.listen(first.slot_id) as inbox:
-        snapshot = await _booking_snapshot(caller, booking_id, ahead=after is not None)
+        snapshot = await _booking_snapshot(engine, caller, booking_id, ahead=after is not None)
         current = snapshot.state
         if after is None:
             yield current
@@ -347,7 +354,7 @@ async def _follow(
                 current = _BookingState(view, message.version, capacity)
                 yield current
             elif _needs_resync(message, current.version):
-                snapshot = await _booking_snapshot(caller, booking_id, ahead=True)
+                snapshot = await _booking_snapshot(engine, caller, booking_id, ahead=True)
                 try:
                     steps = await _booking_steps(engine, snapshot, current.version, with_record=with_record)
                     steps = [step for step in steps if not step.baseline]
@@ -456,6 +463,6 @@ async def booking_since(
 ) -> list[tuple[BookingView, int]]:
     """The booking as of version `since` (when it existed then), then after each change of its
     slot from there on, with the version: what bookingUpdates and queuePosition resume from."""
-    snapshot = await _booking_snapshot(caller, booking_id, ahead=True)
+    snapshot = await _booking_snapshot(engine, caller, booking_id, ahead=True)
     steps = await _booking_steps(engine, snapshot, since, with_record=False)
     return [(step.view, step.version) for step in steps]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,11 +150,31 @@ def mirror_ops(changes: Sequence[Change], queue_seqs: dict[str, int]) -> list[Mi
     return ops
 
 
-async def apply_to_mirror(
-    engine: Engine, slot_id: UUID, before: int, after: int, ops: Sequence[MirrorOp]
-) -> scripts.ChangesApplied:
-    """Apply `ops` to the slot's mirror if it is at version `before`; it is at `after` then."""
+def apply_args(before: int, after: int, ops: Sequence[MirrorOp]) -> list[Any]:
+    """apply_changes.lua's ARGV: apply `ops` if the mirror is at version `before`; it is at `after` then."""
     args: list[Any] = [before, after]
     for op in ops:
         args += op.args()
-    return await scripts.apply_changes(engine.redis, engine.keys(str(slot_id)).all(), args)
+    return args
+
+
+# Changes reach the mirror after their commit, so an earlier transaction's may land a moment after
+# a later one's is sent: the later one waits this long for it (a round trip or two, normally)
+# before the mirror is taken as lost and rebuilt.
+BEHIND_WAIT_SECONDS = 0.2
+
+
+async def apply_to_mirror(
+    engine: Engine, slot_id: UUID, before: int, after: int, ops: Sequence[MirrorOp]
+) -> scripts.ChangesApplied:
+    """Apply `ops` to the slot's mirror once it is at version `before`; it is at `after` then."""
+    keys, args = engine.keys(str(slot_id)).all(), apply_args(before, after, ops)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BEHIND_WAIT_SECONDS
+    pause = 0.001
+    while True:
+        answer = await scripts.apply_changes(engine.redis, keys, args)
+        if not answer.behind or loop.time() >= deadline:
+            return answer
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.02)

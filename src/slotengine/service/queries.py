@@ -22,6 +22,7 @@ from slotengine.service import slot_cursor
 from slotengine.service.bookings import booking_view
 from slotengine.service.engine import Engine
 from slotengine.service.ids import parse_id
+from slotengine.service.queue_places import queue_places
 from slotengine.service.reservations import settle_slot
 from slotengine.service.unit_of_work import SYSTEM_ACTOR
 from slotengine.service.views import (
@@ -53,7 +54,8 @@ _SLOT_COUNTS = (
     "   FROM bookings b WHERE b.slot_id = s.id AND b.unit IS NOT NULL) AS lapsed,"
     f" (SELECT count(*) FILTER (WHERE b.state <> '{S.RESERVED}')"
     "   FROM bookings b WHERE b.slot_id = s.id AND b.unit IS NOT NULL) AS confirmed,"
-    f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = '{S.PENDING}') AS waiting"
+    # Kept on the slot's row by every change under its lock: never a walk of the queue.
+    " s.waiting AS waiting"
 )
 
 
@@ -206,10 +208,7 @@ async def list_slots(
 
 _BOOKING_QUERY = (
     "SELECT b.id, b.slot_id, b.holder, b.state, b.unit, b.fence, b.queue_seq, b.expires_at,"
-    " b.created_at, s.starts_at, s.ends_at, s.capacity, now() AS db_now,"
-    f" CASE WHEN b.state = '{S.PENDING}' THEN (SELECT count(*) FROM bookings p"
-    f"   WHERE p.slot_id = b.slot_id AND p.state = '{S.PENDING}' AND p.queue_seq <= b.queue_seq)"
-    " END AS position,"
+    " b.created_at, s.starts_at, s.ends_at, s.capacity, s.version AS slot_version, now() AS db_now,"
     # The slot's counts: whether any booking of the slot is due, not only this one.
     f" {_SLOT_COUNTS}"
     " FROM bookings b JOIN slots s ON s.id = b.slot_id"
@@ -233,11 +232,14 @@ async def _bookings(engine: Engine, where: str, args: list[Any]) -> list[dict[st
     """Booking rows with their queue positions, after settling the slots of any that are due."""
     rows = await connection().execute_query_dict(f"{_BOOKING_QUERY} {where}", args)
     due = {row["slot_id"] for row in rows if slot_is_due(row)}
-    if not due:
-        return rows
-    for slot_id in sorted(due):
-        await settle_slot(engine, slot_id)
-    return await connection().execute_query_dict(f"{_BOOKING_QUERY} {where}", args)
+    if due:
+        for slot_id in sorted(due):
+            await settle_slot(engine, slot_id)
+        rows = await connection().execute_query_dict(f"{_BOOKING_QUERY} {where}", args)
+    places = await queue_places(engine, rows)
+    for row in rows:
+        row["position"] = places.get(row["id"])
+    return rows
 
 
 async def get_booking(engine: Engine, caller: Caller, booking_id: str) -> BookingView | None:

@@ -25,7 +25,8 @@ SETTLED_SQL = state_list(OCCUPYING_STATES - {BookingState.RESERVED})
 # Everything the Redis mirror holds: the queue, the holds and the settled units.
 MIRRORED_SQL = state_list(LIVE_STATES | OCCUPYING_STATES)
 # Holds and waits: what a holder has claimed and not yet settled (a confirmed booking is settled).
-CLAIMING_SQL = state_list({BookingState.PENDING, BookingState.RESERVED})
+CLAIMING_STATES = frozenset({BookingState.PENDING, BookingState.RESERVED})
+CLAIMING_SQL = state_list(CLAIMING_STATES)
 PENDING = state_literal(BookingState.PENDING)
 RESERVED = state_literal(BookingState.RESERVED)
 CONFIRMED = state_literal(BookingState.CONFIRMED)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -23,18 +23,29 @@ from tortoise.transactions import in_transaction
 
 from slotengine.domain.errors import DomainError, SlotNotFound
 from slotengine.domain.states import BookingState, Event
-from slotengine.metrics import lateness_fields
-from slotengine.redis.connection import on_cluster
-from slotengine.redis.keys import expiry_lateness_key
-from slotengine.service.announcements import Change, SlotAnnouncement, SlotTerms
+from slotengine.service.after_commit import Committed, after_commit
+from slotengine.service.announcements import Change, SlotTerms
 from slotengine.service.engine import Engine
 from slotengine.service.mirror import MirrorOp, apply_to_mirror, drop_mirror, mirror_ops, rebuild_mirror
 from slotengine.service.state_sql import PENDING
-from slotengine.service.timers import expire_hold_schedule, offer_group_schedule, settle_slot_schedule
 
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit row: a booking's transition, by whom, why, under which fence."""
+
+    booking_id: UUID
+    from_state: BookingState | None
+    to_state: BookingState
+    event: Event
+    actor: str
+    reason: str | None = None
+    fence: int | None = None
+    expires_at: datetime | None = None  # of a hold this change granted (announced, not audited)
 
 
 @dataclass
@@ -105,34 +116,63 @@ class SlotTransaction:
         expires_at: datetime | None = None,
     ) -> None:
         """Write one audit row, in this transaction, for a change already made."""
+        await self.record_many(
+            [AuditEntry(booking_id, from_state, to_state, event, actor, reason, fence, expires_at)]
+        )
+        if position is not None:
+            self.changes[-1] = dataclasses.replace(self.changes[-1], position=position)
+
+    async def record_many(self, entries: Sequence[AuditEntry]) -> None:
+        """Write the audit rows of changes already made, in this transaction, in this order (the
+        one place the service writes them; the admission function writes its own batch's)."""
+        if not entries:
+            return
         await _driver(self.conn).execute(
             "INSERT INTO transitions"
             " (booking_id, from_state, to_state, event, actor, reason, fence, slot_id, slot_version)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            booking_id,
-            from_state,
-            to_state,
-            event.value,
-            actor,
-            reason,
-            fence,
+            " SELECT t.booking_id, t.from_state, t.to_state, t.event, t.actor, t.reason, t.fence, $8, $9"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+            "  $7::bigint[]) WITH ORDINALITY"
+            "  AS t (booking_id, from_state, to_state, event, actor, reason, fence, n)"
+            " ORDER BY t.n",
+            [e.booking_id for e in entries],
+            [e.from_state for e in entries],
+            [e.to_state for e in entries],
+            [e.event.value for e in entries],
+            [e.actor for e in entries],
+            [e.reason for e in entries],
+            [e.fence for e in entries],
             self.slot_id,
             self.change_version,
         )
-        self.changes.append(Change(str(booking_id), from_state, to_state, event, position, expires_at))
+        for e in entries:
+            change = Change(str(e.booking_id), e.from_state, e.to_state, e.event, expires_at=e.expires_at)
+            self.changes.append(change)
 
     def unit_released(self, unit: int | None) -> None:
         """Keep the snapshot true after a booking in this transaction gave up its unit."""
         if unit is not None:
             self.taken.remove(unit)
 
-    def announcement(self) -> SlotAnnouncement:
-        return SlotAnnouncement(self.slot_key, self.version, tuple(self.changes), self.terms)
-
     @property
     def announces(self) -> bool:
         """Whether this transaction changed anything listeners are told about."""
         return bool(self.changes) or self.terms is not None
+
+    def committed(self) -> Committed:
+        """What is left to do once this transaction committed (see after_commit)."""
+        return Committed(
+            self.slot_id,
+            self.starts_at,
+            self.version,
+            self.changes,
+            self.holds_granted,
+            self.queue_joined,
+            self.expiry_lateness,
+            self.groups_to_offer,
+            self.now,
+            self.terms,
+        )
 
     async def finish(self) -> None:
         """Bump the slot's version and write its queue length, then bring the mirror along."""
@@ -155,12 +195,15 @@ class SlotTransaction:
         ops = mirror_ops(self.changes, self.queue_seqs)
         ops += [MirrorOp("rank", booking_id) for booking_id in self.place_requests]
         answer = await apply_to_mirror(self.engine, self.slot_id, locked_version, self.version, ops)
+        # AHEAD is no rebuild that read these changes here: they are not committed, and under the
+        # slot's lock PostgreSQL is at locked_version. A mirror beyond it holds changes nobody
+        # committed (a process that died between its delta and its commit): rebuild it too.
         if not answer.applied:
             log.log(
                 logging.INFO if answer.missing else logging.WARNING,
                 "Redis mirror of slot %s was %s: rebuilding it",
                 self.slot_key,
-                "missing" if answer.missing else "at another version or disagreed",
+                "missing" if answer.missing else f"not at version {locked_version} ({answer.status})",
             )
             await self._rebuild_mirror()
             return
@@ -173,14 +216,18 @@ class SlotTransaction:
         for booking_id in self.place_requests:
             self.places[booking_id] = next(places)
 
-    async def _rebuild_mirror(self) -> None:
-        """Places from PostgreSQL (counting the queue: only here), then the whole mirror anew."""
+    async def _places_from_database(self) -> None:
+        """Places in the queue counted in PostgreSQL: only when the mirror could not tell them."""
         for i, change in enumerate(self.changes):
             if change.from_state is BookingState.PENDING and change.position is None:
                 ahead = await self._waiting_before(self.queue_seqs[change.booking_id])
                 self.changes[i] = dataclasses.replace(change, position=ahead + 1)
         for booking_id in self.place_requests:
             self.places[booking_id] = await self._waiting_before(self.queue_seqs[booking_id]) + 1
+
+    async def _rebuild_mirror(self) -> None:
+        """Places from PostgreSQL (counting the queue: only here), then the whole mirror anew."""
+        await self._places_from_database()
         waiting = await rebuild_mirror(
             self.engine, self.conn, self.slot_id, self.capacity, self.closed, self.ends_at, self.version
         )
@@ -254,7 +301,7 @@ async def slot_transaction(
             await asyncio.shield(drop_mirror(engine, tx.slot_key))
         raise
     assert tx is not None
-    await _after_commit(engine, tx)
+    await after_commit(engine, tx.committed())
     if refusal is not None:
         raise refusal
 
@@ -304,42 +351,3 @@ def _driver(conn: BaseDBAsyncClient) -> asyncpg.Connection:
 
 class SlotBusy(Exception):
     """Another transaction holds the slot's lock (raised only with skip_locked)."""
-
-
-async def _after_commit(engine: Engine, tx: SlotTransaction) -> None:
-    """Log and announce the changes and set the timers, in one round trip to Redis."""
-    for change in tx.changes:
-        log.info(
-            "booking %s %s -> %s (%s)",
-            change.booking_id,
-            change.from_state or "new",
-            change.to_state,
-            change.event,
-            extra={"slot_id": tx.slot_key, "booking_id": change.booking_id, "event": change.event},
-        )
-    schedules = [expire_hold_schedule(*hold) for hold in tx.holds_granted]
-    if tx.queue_joined:
-        schedules.append(settle_slot_schedule(tx.slot_id, tx.starts_at))
-    schedules += [offer_group_schedule(group_id, tx.now) for group_id in sorted(tx.groups_to_offer)]
-    if not schedules and not tx.announces:
-        return
-    try:
-        announcement = tx.announcement().to_json() if tx.announces else None
-        # One Redis: one round trip. A cluster pipeline splits the timers and metrics per node
-        # but refuses PUBLISH, so there the announcement goes alongside it.
-        separate = on_cluster(engine.redis)
-        async with engine.redis.pipeline(transaction=False) as pipe:
-            engine.timers.add_to(pipe, schedules)
-            if announcement is not None and not separate:
-                pipe.publish(engine.channel(tx.slot_key), announcement)
-            lateness_key = expiry_lateness_key(engine.prefix)
-            for name, increment in lateness_fields(tx.expiry_lateness).items():
-                pipe.hincrbyfloat(lateness_key, name, increment)
-            sent: list[Awaitable[Any]] = [pipe.execute()]
-            if announcement is not None and separate:
-                sent.append(engine.slot_channels.publish(engine.channel(tx.slot_key), announcement))
-            await asyncio.gather(*sent)
-    except Exception:
-        # Committed is committed: lazy expiry and the sweep still end these holds (later), and
-        # listeners re-read state when they reconnect.
-        log.exception("could not set timers or announce changes of slot %s", tx.slot_key)
