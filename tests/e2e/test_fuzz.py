@@ -26,8 +26,10 @@ so Hypothesis runs in a worker thread and hands each request back to that loop (
 does). Failures are collected rather than raised, so one run reports all of them, each with the
 shortest document that showed it.
 
-SLOTENGINE_FUZZ_EXAMPLES (default 80) is the number of positive documents per operation and role;
-negative ones are a third of that, hostile strings half of it per argument. The figures (cases,
+SLOTENGINE_FUZZ_EXAMPLES (default 40) is the number of positive documents per operation and role;
+negative ones are a third of that, hostile strings half of it per argument. The default was 80
+while the schema had half as many operations: the suite's total stays what it was, and a deeper
+run sets it higher. The figures (cases,
 seconds, the union members that came back) are printed at the end.
 """
 
@@ -69,7 +71,7 @@ from tests.loop_bridge import Bridge
 
 T = TypeVar("T")
 
-EXAMPLES = int(os.environ.get("SLOTENGINE_FUZZ_EXAMPLES") or 80)
+EXAMPLES = int(os.environ.get("SLOTENGINE_FUZZ_EXAMPLES") or 40)
 NEGATIVE_EXAMPLES = max(1, EXAMPLES // 3)
 HOSTILE_EXAMPLES = max(1, EXAMPLES // 2)
 CALL_TIMEOUT = 30.0
