@@ -71,22 +71,7 @@ async def group_transaction(engine: Engine, slot_ids: Sequence[UUID]) -> AsyncIt
             if missing:
                 raise SlotNotFound(str(missing[0]))
             group = GroupTransaction(
-                [
-                    SlotTransaction(
-                        engine=engine,
-                        conn=conn,
-                        slot_id=slot_id,
-                        capacity=row["capacity"],
-                        hold_seconds=row["hold_seconds"],
-                        closed=row["closed"],
-                        starts_at=row["starts_at"],
-                        ends_at=row["ends_at"],
-                        now=row["db_now"],
-                        version=int(row["version"]),
-                        waiting=int(row["waiting"]),
-                    )
-                    for slot_id, row in ((slot_id, rows[slot_id]) for slot_id in ordered)
-                ]
+                [SlotTransaction.of_locked_row(engine, conn, slot_id, rows[slot_id]) for slot_id in ordered]
             )
             try:
                 yield group

@@ -37,7 +37,7 @@ from slotengine.service.group_transaction import GroupTransaction, group_transac
 from slotengine.service.ids import parse_id
 from slotengine.service.rate_limit import take_reserve_turn
 from slotengine.service.retries import retry_conflicts
-from slotengine.service.settlement import promote, settle, settled_already
+from slotengine.service.settlement import promote, promote_booking, settle, settled_already
 from slotengine.service.state_sql import CLAIMING_SQL, LIVE_SQL, PENDING, RESERVED
 from slotengine.service.timers import expire_group_schedule
 from slotengine.service.unit_of_work import SYSTEM_ACTOR
@@ -280,31 +280,8 @@ async def _offer(group: GroupTransaction, group_id: UUID) -> bool:
     for member in members:
         tx = group.by_id[member["slot_id"]]
         unit = policy.free_units(tx.capacity, tx.taken)[0]
-        row = await tx.fetch_one(
-            "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"
-            " promoted AS ("
-            "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
-            "   fence = (SELECT fence FROM fence)"
-            f"  WHERE id = $1 AND state = {PENDING} RETURNING id, fence)"
-            " INSERT INTO transitions"
-            " (booking_id, from_state, to_state, event, actor, fence, slot_id, slot_version)"
-            f" SELECT id, {PENDING}, $3, $6, $7, fence, $2, $8 FROM promoted RETURNING fence",
-            member["id"],
-            tx.slot_id,
-            _PROMOTED,
-            unit,
-            expires_at,
-            Event.PROMOTE.value,
-            SYSTEM_ACTOR,
-            tx.change_version,
-        )
-        assert row is not None  # the locks keep the queue as read
-        tx.taken.append(unit)
-        tx.waiting -= 1
         tx.queue_seqs[str(member["id"])] = int(member["queue_seq"])
-        tx.changes.append(
-            Change(str(member["id"]), BookingState.PENDING, _PROMOTED, Event.PROMOTE, 1, expires_at)
-        )
+        await promote_booking(tx, member["id"], unit, expires_at)  # the group's one timer expires it
     await group.fetch(
         "UPDATE booking_groups SET state = $2, expires_at = $3, updated_at = now() WHERE id = $1"
         " RETURNING id",

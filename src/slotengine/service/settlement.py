@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from uuid import UUID
+
 from slotengine.domain import policy
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.service.announcements import Change
@@ -120,29 +123,33 @@ async def promote(tx: SlotTransaction) -> None:
         tx.groups_to_offer.add(group_at_head)
     expires_at = policy.hold_expiry(tx.now, tx.hold_seconds, tx.ends_at)
     for booking_id, unit in policy.promotions(free, singles):
-        row = await tx.fetch_one(
-            "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"
-            " promoted AS ("
-            "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
-            "   fence = (SELECT fence FROM fence)"
-            f"  WHERE id = $1 AND state = {PENDING} RETURNING id, fence)"
-            " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
-            "  slot_version)"
-            f" SELECT id, {PENDING}, $3, $6, $7, fence, $2, $8 FROM promoted RETURNING fence",
-            booking_id,
-            tx.slot_id,
-            _PROMOTED,
-            unit,
-            expires_at,
-            Event.PROMOTE.value,
-            SYSTEM_ACTOR,
-            tx.change_version,
-        )
-        assert row is not None  # the slot lock keeps the queue as we read it
-        tx.taken.append(unit)
-        tx.waiting -= 1
-        tx.holds_granted.append((booking_id, int(row["fence"]), expires_at))
-        # Each promotion takes the head of the queue as it stands at that moment.
-        tx.changes.append(
-            Change(str(booking_id), BookingState.PENDING, _PROMOTED, Event.PROMOTE, 1, expires_at)
-        )
+        fence = await promote_booking(tx, booking_id, unit, expires_at)
+        tx.holds_granted.append((booking_id, fence, expires_at))
+
+
+async def promote_booking(tx: SlotTransaction, booking_id: UUID, unit: int, expires_at: datetime) -> int:
+    """Give the waiting booking `unit` with a new fence, audited and announced as a promotion from
+    the head of the queue as it stands; answer the fence (its expiry timer is the caller's)."""
+    row = await tx.fetch_one(
+        "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"
+        " promoted AS ("
+        "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
+        "   fence = (SELECT fence FROM fence)"
+        f"  WHERE id = $1 AND state = {PENDING} RETURNING id, fence)"
+        " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
+        "  slot_version)"
+        f" SELECT id, {PENDING}, $3, $6, $7, fence, $2, $8 FROM promoted RETURNING fence",
+        booking_id,
+        tx.slot_id,
+        _PROMOTED,
+        unit,
+        expires_at,
+        Event.PROMOTE.value,
+        SYSTEM_ACTOR,
+        tx.change_version,
+    )
+    assert row is not None  # the slot lock keeps the queue as we read it
+    tx.taken.append(unit)
+    tx.waiting -= 1
+    tx.changes.append(Change(str(booking_id), BookingState.PENDING, _PROMOTED, Event.PROMOTE, 1, expires_at))
+    return int(row["fence"])

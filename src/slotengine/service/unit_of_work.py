@@ -85,6 +85,25 @@ class SlotTransaction:
     # The slot's own terms as an admin changed them here (announced, with a version of their own).
     terms: SlotTerms | None = None
 
+    @classmethod
+    def of_locked_row(
+        cls, engine: Engine, conn: BaseDBAsyncClient, slot_id: UUID, row: dict[str, Any]
+    ) -> SlotTransaction:
+        """The transaction of a slot whose row (its columns and `db_now`) was just locked."""
+        return cls(
+            engine=engine,
+            conn=conn,
+            slot_id=slot_id,
+            capacity=row["capacity"],
+            hold_seconds=row["hold_seconds"],
+            closed=row["closed"],
+            starts_at=row["starts_at"],
+            ends_at=row["ends_at"],
+            now=row["db_now"],
+            version=int(row["version"]),
+            waiting=int(row["waiting"]),
+        )
+
     @property
     def slot_key(self) -> str:
         return str(self.slot_id)
@@ -273,19 +292,7 @@ async def slot_transaction(
             if not rows:
                 raise SlotNotFound(str(slot_id))
             row = rows[0]
-            tx = SlotTransaction(
-                engine=engine,
-                conn=conn,
-                slot_id=slot_id,
-                capacity=row["capacity"],
-                hold_seconds=row["hold_seconds"],
-                closed=row["closed"],
-                starts_at=row["starts_at"],
-                ends_at=row["ends_at"],
-                now=row["db_now"],
-                version=int(row["version"]),
-                waiting=int(row["waiting"]),
-            )
+            tx = SlotTransaction.of_locked_row(engine, conn, slot_id, row)
             if read is not None and row["seen_version"] == row["version"]:
                 tx.lock_read = rows
             try:
