@@ -110,6 +110,7 @@ from slotengine.service.expiry import ExpiryOutcome
 from slotengine.service.live import apply_to_booking, apply_to_slot, booking_since, slot_since
 from slotengine.service.unit_of_work import SYSTEM_ACTOR
 from slotengine.service.views import BookingView, Caller, GroupView, SlotView
+from tests.first_failure import FirstFailure, watched
 from tests.integration.conftest import new_slot, sql
 from tests.loop_bridge import Bridge
 
@@ -597,6 +598,7 @@ class Stats:
     rules: Counter[str] = field(default_factory=Counter)
     transitions: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
+    first_failure: FirstFailure = field(default_factory=FirstFailure)
 
     def summary(self) -> str:
         return "\n".join(
@@ -619,6 +621,8 @@ class ReservationMachine(RuleBasedStateMachine):
         self.bridge = bridge
         self.listener = listener
         self.stats = stats
+        self.first_failure = stats.first_failure
+        self.trace: list[str] = []  # this example's steps and draws, shown if it fails
         # What a subscriber knows from the announcements alone (per slot, as live.py rebuilds it).
         self.announced: list[tuple[int, SlotView, dict[str, BookingView]]] = []
         stats.examples += 1
@@ -634,6 +638,24 @@ class ReservationMachine(RuleBasedStateMachine):
         self.positions_checked: dict[int, tuple[int, int]] = {}  # slot -> (version, flushes)
 
     # helpers
+
+    def describe(self) -> str:
+        """The model's slots and bookings, for a failure's report."""
+        lines = [
+            f"  slot {n} {s.id}: capacity {s.capacity}, version {s.version}, started {s.started},"
+            f" closed {s.closed}, queue {s.queue}"
+            for n, s in enumerate(self.model.slots)
+        ]
+        lines += [
+            f"  booking #{n} {b.id}: slot {b.slot}, {b.holder}, {b.state} on unit {b.unit}, fence {b.fence},"
+            f" lapsed {b.lapsed}, group {b.group}, events {b.events}"
+            for n, b in enumerate(self.model.bookings.values())
+        ]
+        lines += [
+            f"  group {g.id}: {g.holder}, {g.state}, slots {g.slots}, lapsed {g.lapsed}"
+            for g in self.model.groups.values()
+        ]
+        return "\n".join(lines)
 
     def call(self, awaitable: Awaitable[T]) -> T | DomainError:
         return self.bridge.run(attempt(awaitable))
@@ -699,6 +721,7 @@ class ReservationMachine(RuleBasedStateMachine):
     # rules
 
     @initialize(capacities=st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    @watched
     def create_slots(self, capacities: list[int]) -> None:
         for capacity in capacities:
             slot_id = self.bridge.run(new_slot(self.engine, capacity=capacity, hold_seconds=HOLD_SECONDS))
@@ -713,6 +736,7 @@ class ReservationMachine(RuleBasedStateMachine):
         return key
 
     @rule(data=st.data())
+    @watched
     def reserve(self, data: st.DataObject) -> None:
         """A holder reserves: with a fresh idempotency key, or now and then one used before."""
         self.step("reserve")
@@ -729,6 +753,7 @@ class ReservationMachine(RuleBasedStateMachine):
         self.check_reservation(name, slot, key, outcome)
 
     @rule(data=st.data(), newcomers=st.integers(2, 4), duplicate=st.booleans())
+    @watched
     def race_reserve(self, data: st.DataObject, newcomers: int, duplicate: bool) -> None:
         """Newcomers reserve one slot at once (and maybe one request is sent twice, same key).
 
@@ -803,6 +828,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_bookings)
     @rule(data=st.data(), who=st.sampled_from(["holder of a hold"] * 3 + ["holder", "other", "admin"]))
+    @watched
     def confirm(self, data: st.DataObject, who: str) -> None:
         """Mostly a holder confirms a hold (one that lapsed unnoticed, too); else anyone, anything."""
         self.step("confirm")
@@ -817,6 +843,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_bookings)
     @rule(data=st.data(), who=WHO, reason=st.sampled_from([None, "plans changed"]))
+    @watched
     def cancel(self, data: st.DataObject, who: str, reason: str | None) -> None:
         """Cancel a booking: mostly one that holds a unit (if any), freeing it for the queue."""
         self.step("cancel")
@@ -834,6 +861,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_bookings)
     @rule(data=st.data(), as_admin=st.integers(0, 3))
+    @watched
     def complete(self, data: st.DataObject, as_admin: int) -> None:
         """Complete a booking: mostly a confirmed one (if any), mostly as an admin."""
         self.step("complete")
@@ -852,6 +880,7 @@ class ReservationMachine(RuleBasedStateMachine):
         who=st.sampled_from(["holder of a hold"] * 4 + ["holder", "other", "admin"]),
         seconds=st.sampled_from([None, None, None, 1]),
     )
+    @watched
     def extend_hold(self, data: st.DataObject, who: str, seconds: int | None) -> None:
         """Mostly a holder extends a hold (one that lapsed unnoticed, too); else anyone, anything."""
         self.step("extend_hold")
@@ -871,6 +900,7 @@ class ReservationMachine(RuleBasedStateMachine):
         action=st.sampled_from(["close", "reopen", "reopen", "resize", "resize", "resize", "as a holder"]),
         capacity=st.integers(1, 4),
     )
+    @watched
     def administer(self, data: st.DataObject, action: str, capacity: int) -> None:
         """An admin closes a slot (its queue expires), reopens one (a closed one, if any) or
         resizes one (growing promotes the queue, shrinking below the units in use is refused);
@@ -908,6 +938,7 @@ class ReservationMachine(RuleBasedStateMachine):
         assert outcome.queue_length == len(model_slot.queue), outcome
 
     @rule(data=st.data(), wait=st.booleans())
+    @watched
     def reserve_group(self, data: st.DataObject, wait: bool) -> None:
         """A holder reserves several slots at once (listed in any order), all or nothing."""
         self.step(f"reserve_group (wait {wait})")
@@ -941,6 +972,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has_group())
     @rule(data=st.data(), who=st.sampled_from(["holder", "holder", "other", "admin"]))
+    @watched
     def confirm_group(self, data: st.DataObject, who: str) -> None:
         self.step("confirm_group")
         group = self.pick_group(data)
@@ -953,6 +985,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has_group())
     @rule(data=st.data(), who=st.sampled_from(["holder", "holder", "other", "admin"]))
+    @watched
     def cancel_group(self, data: st.DataObject, who: str) -> None:
         self.step("cancel_group")
         group = self.pick_group(data)
@@ -972,6 +1005,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has_group(S.PENDING))
     @rule(data=st.data())
+    @watched
     def offer_group(self, data: st.DataObject) -> None:
         """The worker's look at a waiting group (kicked when it heads a queue with a unit free)."""
         self.step("offer_group")
@@ -984,6 +1018,7 @@ class ReservationMachine(RuleBasedStateMachine):
         lambda self: any(g.state is S.RESERVED and not g.lapsed for g in self.model.groups.values())
     )
     @rule(data=st.data(), noticed_by=st.sampled_from(["group task", "settle one slot", "nobody yet"]))
+    @watched
     def lapse_group(self, data: st.DataObject, noticed_by: str) -> None:
         """The clock passes a held group's expiry; its task, a slot's settle or the next call sees it."""
         self.step("lapse_group")
@@ -1008,6 +1043,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_fresh_hold)
     @rule(data=st.data(), noticed_by=st.sampled_from(["expiry task", "settle", "nobody yet"]))
+    @watched
     def lapse_hold(self, data: st.DataObject, noticed_by: str) -> None:
         """The clock passes a hold's expiry; the expiry task, a settle or (lazily) the next call sees it."""
         self.step("lapse_hold")
@@ -1038,6 +1074,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: not any(s.started for s in self.model.slots) and self.has_state(S.PENDING))
     @rule(data=st.data(), settle_now=st.booleans())
+    @watched
     def start_slot(self, data: st.DataObject, settle_now: bool) -> None:
         """A slot with a queue starts: no more reservations, its queue lapses when next settled.
 
@@ -1057,6 +1094,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_fence)
     @rule(data=st.data(), fence_offset=st.sampled_from([0, 0, -1, "before the extension"]))
+    @watched
     def replay_expiry_task(self, data: st.DataObject, fence_offset: int | str) -> None:
         """An at-least-once expiry task runs again, late, or with an older fence (an extended
         hold's old timer among them: it must leave the hold alone)."""
@@ -1080,6 +1118,7 @@ class ReservationMachine(RuleBasedStateMachine):
         assert outcome is expected, f"expire_hold({booking.id}, {fence}) in {booking.state}: {outcome!r}"
 
     @rule(data=st.data(), chore=st.sampled_from(["settle", "sweep", "flush mirror", "read bookings"]))
+    @watched
     def housekeeping(self, data: st.DataObject, chore: str) -> None:
         """Settle a slot or sweep them all; flush a slot's Redis mirror; read a slot's bookings."""
         self.step(f"housekeeping: {chore}")
@@ -1119,6 +1158,7 @@ class ReservationMachine(RuleBasedStateMachine):
     # invariants
 
     @invariant()
+    @watched
     def matches_database(self) -> None:
         if not self.model.slots:
             return
@@ -1410,6 +1450,7 @@ class ReservationMachine(RuleBasedStateMachine):
             )
         self.positions_checked.update(due)
 
+    @watched
     def teardown(self) -> None:
         # stateful_step_count counts the initialize step too.
         self.stats.full_length += self.stats.steps - self.first_step == STEPS - 1
@@ -1435,10 +1476,15 @@ async def test_the_engine_behaves_like_its_model(engine: Engine, capsys: pytest.
             super().__init__(engine, bridge, listener, stats)
 
     started = time.perf_counter()
+    outcome: BaseException | None = None
     try:
         await asyncio.to_thread(run_state_machine_as_test, Machine, settings=machine_settings)
+    except Exception as error:
+        outcome = error
     finally:
         await listener.pubsub.aclose()  # type: ignore[no-untyped-call]
+    # The first failure itself, even if replaying its example went another way (Flaky).
+    stats.first_failure.reraise(outcome)
     elapsed = time.perf_counter() - started
     with capsys.disabled():
         print(
