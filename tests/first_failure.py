@@ -7,6 +7,10 @@ instead, with none of the real error. So every rule, invariant and teardown is `
 first exception raised in it (Hypothesis's own control flow aside) is kept with its traceback and
 the steps and draws of its example that led to it, written at once to the file named by
 `SLOTENGINE_MODEL_FAILURE_LOG` (if set), and raised plainly at the end of the run by `reraise`.
+
+A `FlakyStrategyDefinition` raised by a rule's draw is kept the same way: it is the test's own
+failure (the example drew differently from an earlier one with the same choices, so the model
+depends on something besides them), and the steps and model of the run that diverged show where.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from hypothesis import strategies as st
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import FlakyStrategyDefinition, HypothesisException
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., None])
@@ -92,6 +96,12 @@ def watched(method: F) -> F:
             kwargs["data"] = TracedData(kwargs["data"], machine.trace)
         try:
             method(machine, *args, **kwargs)
+        except FlakyStrategyDefinition as error:
+            # Not the engine's failure but the test's: this example drew differently from an
+            # earlier one with the same choices, so the rules' draws depend on something besides
+            # Hypothesis's choices (an answer or an id that differs from run to run).
+            machine.first_failure.keep(error, f"{method.__name__}'s draws", machine.trace, machine.describe())
+            raise
         except HypothesisException:
             raise  # Hypothesis's own control flow (or its verdict on the draws), not a failure
         except Exception as error:
