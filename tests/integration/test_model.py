@@ -226,7 +226,10 @@ class ModelGroup:
 
     id: str
     holder: str
-    slots: list[int]  # in lock order (ascending slot id)
+    # In the model's slot order, never in the engine's lock order (ascending slot id): the ids
+    # are new in every run, and what the rules draw (a member's booking number, the slot of a
+    # member to settle) must not change when Hypothesis replays the example.
+    slots: list[int]
     members: list[str]  # its bookings, in the same order
     state: BookingState
     had_hold: bool = False
@@ -466,6 +469,7 @@ class Model:
     # booking groups
 
     def lock_order(self, slots: Sequence[int]) -> list[int]:
+        """The order the engine locks (and answers) a group's slots: which refusal comes first."""
         return sorted(slots, key=lambda slot: UUID(self.slots[slot].id))
 
     def reserve_group(self, holder: str, slots: Sequence[int], key: str, wait: bool) -> Expected:
@@ -473,7 +477,7 @@ class Model:
         known = self.group_keys.get((holder, key))
         if known is not None:  # replayed under the locks, before any settling
             group = self.groups[known]
-            if group.slots != ordered:
+            if group.slots != sorted(slots):
                 return Expected(error=IdempotencyKeyReused)
             lapsed = group.state is S.RESERVED and group.lapsed
             return Expected(group=known, state=S.EXPIRED if lapsed else group.state)
@@ -491,14 +495,17 @@ class Model:
         return Expected(state=S.PENDING) if wait else Expected(error=SlotUnavailable)
 
     def admit_group(self, view: GroupView, holder: str, slots: Sequence[int], key: str) -> ModelGroup:
-        ordered = self.lock_order(slots)
-        assert [b.slot_id for b in view.bookings] == [self.slots[s].id for s in ordered]
-        group = ModelGroup(view.id, holder, ordered, [b.id for b in view.bookings], view.state)
+        # The engine answers in lock order; the model keeps its own (see ModelGroup.slots).
+        assert [b.slot_id for b in view.bookings] == [self.slots[s].id for s in self.lock_order(slots)]
+        ordered = sorted(slots)
+        by_slot = {b.slot_id: b for b in view.bookings}
+        members = [by_slot[self.slots[slot].id].id for slot in ordered]
+        group = ModelGroup(view.id, holder, ordered, members, view.state)
         self.groups[view.id] = group
         self.group_keys[(holder, key)] = view.id
         event = "hold" if view.state is S.RESERVED else "queue"
-        for slot, booking_view in zip(ordered, view.bookings, strict=True):
-            booking = ModelBooking(booking_view.id, slot, holder, view.state, [event], group=view.id)
+        for slot, booking_id in zip(ordered, members, strict=True):
+            booking = ModelBooking(booking_id, slot, holder, view.state, [event], group=view.id)
             self.tally[f"group {event}"] += 1
             self.slots[slot].changed = True
             self.bookings[booking.id] = booking
@@ -967,7 +974,8 @@ class ReservationMachine(RuleBasedStateMachine):
             return
         group = self.model.admit_group(outcome, name, chosen, key)
         members = self.model.members(group)
-        assert [b.queue_position for b in outcome.bookings] == [self.model.position(m) for m in members]
+        positions = {b.id: b.queue_position for b in outcome.bookings}
+        assert positions == {m.id: self.model.position(m) for m in members}, f"{what}: {positions}"
         assert len({b.expires_at for b in outcome.bookings}) == 1  # one expiry, or none waiting
 
     @precondition(lambda self: self.has_group())
