@@ -46,9 +46,15 @@ the sweep, or lazily the next call that touches the slot.
 
 Races are the one thing the engine decides, not Hypothesis: the newcomers of a race join the
 cast in the order the slot's lock let them in, so every example still replays the same way.
+Likewise nothing the model keeps in order may follow the ids, which are new in every run (a
+group's slots are kept in the model's order, not in the engine's lock order by slot id): when
+Hypothesis replays an example, every rule must draw what it drew the first time.
 
-SLOTENGINE_MODEL_EXAMPLES (default 200) and SLOTENGINE_MODEL_STEPS (default 30) size the run;
-the figures (examples, steps, seconds, what ran) are printed at the end, even without -s.
+A failure is reported as it first happened (tests/first_failure.py): its traceback, the steps and
+draws of its example and the model, even when Hypothesis's replay of the example went another
+way and it would report only Flaky; SLOTENGINE_MODEL_FAILURE_LOG names a file to write it to at
+once. SLOTENGINE_MODEL_EXAMPLES (default 200) and SLOTENGINE_MODEL_STEPS (default 30) size the
+run; the figures (examples, steps, seconds, what ran) are printed at the end, even without -s.
 """
 
 from __future__ import annotations
