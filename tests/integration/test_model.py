@@ -416,10 +416,13 @@ class Model:
         return None
 
     def extend(self, booking: ModelBooking, caller: Caller, seconds: int | None) -> type[DomainError] | None:
-        """Holds last an hour here, so asking for the slot's hold time again always adds a little,
-        once (maxExtensions 1); one second from now adds nothing and is refused."""
+        """Holds last an hour here, so asking for the slot's hold time again adds a little, once
+        (maxExtensions 1), to a hold granted by an earlier call; one second from now adds nothing
+        and is refused. So is the slot's hold time to a waiting booking that this call's own
+        settle promoted: its hold began at this transaction's clock and has it all left already."""
         if booking.holder != caller.holder:
             return NotHolder if caller.admin else BookingNotFound
+        waited = booking.state is S.PENDING
         self.settle(booking.slot)
         if booking.state is S.EXPIRED and booking.had_hold:
             return HoldExpired
@@ -427,8 +430,8 @@ class Model:
             return InvalidTransition  # a group's hold is extended with the group's, never alone
         if self.slots[booking.slot].closed or booking.extensions >= 1:
             return ExtensionLimitReached
-        if seconds is not None:
-            return ValidationError
+        if seconds is not None or waited:
+            return ValidationError  # it would not move the expiry: nothing is used up
         self.move(booking, S.RESERVED, "extend")
         booking.extensions += 1
         booking.fence = None  # a new one, learned from PostgreSQL
