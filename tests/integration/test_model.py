@@ -46,9 +46,15 @@ the sweep, or lazily the next call that touches the slot.
 
 Races are the one thing the engine decides, not Hypothesis: the newcomers of a race join the
 cast in the order the slot's lock let them in, so every example still replays the same way.
+Likewise nothing the model keeps in order may follow the ids, which are new in every run (a
+group's slots are kept in the model's order, not in the engine's lock order by slot id): when
+Hypothesis replays an example, every rule must draw what it drew the first time.
 
-SLOTENGINE_MODEL_EXAMPLES (default 200) and SLOTENGINE_MODEL_STEPS (default 30) size the run;
-the figures (examples, steps, seconds, what ran) are printed at the end, even without -s.
+A failure is reported as it first happened (tests/first_failure.py): its traceback, the steps and
+draws of its example and the model, even when Hypothesis's replay of the example went another
+way and it would report only Flaky; SLOTENGINE_MODEL_FAILURE_LOG names a file to write it to at
+once. SLOTENGINE_MODEL_EXAMPLES (default 200) and SLOTENGINE_MODEL_STEPS (default 30) size the
+run; the figures (examples, steps, seconds, what ran) are printed at the end, even without -s.
 """
 
 from __future__ import annotations
@@ -110,6 +116,7 @@ from slotengine.service.expiry import ExpiryOutcome
 from slotengine.service.live import apply_to_booking, apply_to_slot, booking_since, slot_since
 from slotengine.service.unit_of_work import SYSTEM_ACTOR
 from slotengine.service.views import BookingView, Caller, GroupView, SlotView
+from tests.first_failure import FirstFailure, watched
 from tests.integration.conftest import new_slot, sql
 from tests.loop_bridge import Bridge
 
@@ -225,7 +232,10 @@ class ModelGroup:
 
     id: str
     holder: str
-    slots: list[int]  # in lock order (ascending slot id)
+    # In the model's slot order, never in the engine's lock order (ascending slot id): the ids
+    # are new in every run, and what the rules draw (a member's booking number, the slot of a
+    # member to settle) must not change when Hypothesis replays the example.
+    slots: list[int]
     members: list[str]  # its bookings, in the same order
     state: BookingState
     had_hold: bool = False
@@ -406,10 +416,13 @@ class Model:
         return None
 
     def extend(self, booking: ModelBooking, caller: Caller, seconds: int | None) -> type[DomainError] | None:
-        """Holds last an hour here, so asking for the slot's hold time again always adds a little,
-        once (maxExtensions 1); one second from now adds nothing and is refused."""
+        """Holds last an hour here, so asking for the slot's hold time again adds a little, once
+        (maxExtensions 1), to a hold granted by an earlier call; one second from now adds nothing
+        and is refused. So is the slot's hold time to a waiting booking that this call's own
+        settle promoted: its hold began at this transaction's clock and has it all left already."""
         if booking.holder != caller.holder:
             return NotHolder if caller.admin else BookingNotFound
+        waited = booking.state is S.PENDING
         self.settle(booking.slot)
         if booking.state is S.EXPIRED and booking.had_hold:
             return HoldExpired
@@ -417,8 +430,8 @@ class Model:
             return InvalidTransition  # a group's hold is extended with the group's, never alone
         if self.slots[booking.slot].closed or booking.extensions >= 1:
             return ExtensionLimitReached
-        if seconds is not None:
-            return ValidationError
+        if seconds is not None or waited:
+            return ValidationError  # it would not move the expiry: nothing is used up
         self.move(booking, S.RESERVED, "extend")
         booking.extensions += 1
         booking.fence = None  # a new one, learned from PostgreSQL
@@ -465,6 +478,7 @@ class Model:
     # booking groups
 
     def lock_order(self, slots: Sequence[int]) -> list[int]:
+        """The order the engine locks (and answers) a group's slots: which refusal comes first."""
         return sorted(slots, key=lambda slot: UUID(self.slots[slot].id))
 
     def reserve_group(self, holder: str, slots: Sequence[int], key: str, wait: bool) -> Expected:
@@ -472,7 +486,7 @@ class Model:
         known = self.group_keys.get((holder, key))
         if known is not None:  # replayed under the locks, before any settling
             group = self.groups[known]
-            if group.slots != ordered:
+            if group.slots != sorted(slots):
                 return Expected(error=IdempotencyKeyReused)
             lapsed = group.state is S.RESERVED and group.lapsed
             return Expected(group=known, state=S.EXPIRED if lapsed else group.state)
@@ -490,14 +504,17 @@ class Model:
         return Expected(state=S.PENDING) if wait else Expected(error=SlotUnavailable)
 
     def admit_group(self, view: GroupView, holder: str, slots: Sequence[int], key: str) -> ModelGroup:
-        ordered = self.lock_order(slots)
-        assert [b.slot_id for b in view.bookings] == [self.slots[s].id for s in ordered]
-        group = ModelGroup(view.id, holder, ordered, [b.id for b in view.bookings], view.state)
+        # The engine answers in lock order; the model keeps its own (see ModelGroup.slots).
+        assert [b.slot_id for b in view.bookings] == [self.slots[s].id for s in self.lock_order(slots)]
+        ordered = sorted(slots)
+        by_slot = {b.slot_id: b for b in view.bookings}
+        members = [by_slot[self.slots[slot].id].id for slot in ordered]
+        group = ModelGroup(view.id, holder, ordered, members, view.state)
         self.groups[view.id] = group
         self.group_keys[(holder, key)] = view.id
         event = "hold" if view.state is S.RESERVED else "queue"
-        for slot, booking_view in zip(ordered, view.bookings, strict=True):
-            booking = ModelBooking(booking_view.id, slot, holder, view.state, [event], group=view.id)
+        for slot, booking_id in zip(ordered, members, strict=True):
+            booking = ModelBooking(booking_id, slot, holder, view.state, [event], group=view.id)
             self.tally[f"group {event}"] += 1
             self.slots[slot].changed = True
             self.bookings[booking.id] = booking
@@ -597,6 +614,7 @@ class Stats:
     rules: Counter[str] = field(default_factory=Counter)
     transitions: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
+    first_failure: FirstFailure = field(default_factory=FirstFailure)
 
     def summary(self) -> str:
         return "\n".join(
@@ -619,6 +637,8 @@ class ReservationMachine(RuleBasedStateMachine):
         self.bridge = bridge
         self.listener = listener
         self.stats = stats
+        self.first_failure = stats.first_failure
+        self.trace: list[str] = []  # this example's steps and draws, shown if it fails
         # What a subscriber knows from the announcements alone (per slot, as live.py rebuilds it).
         self.announced: list[tuple[int, SlotView, dict[str, BookingView]]] = []
         stats.examples += 1
@@ -634,6 +654,24 @@ class ReservationMachine(RuleBasedStateMachine):
         self.positions_checked: dict[int, tuple[int, int]] = {}  # slot -> (version, flushes)
 
     # helpers
+
+    def describe(self) -> str:
+        """The model's slots and bookings, for a failure's report."""
+        lines = [
+            f"  slot {n} {s.id}: capacity {s.capacity}, version {s.version}, started {s.started},"
+            f" closed {s.closed}, queue {s.queue}"
+            for n, s in enumerate(self.model.slots)
+        ]
+        lines += [
+            f"  booking #{n} {b.id}: slot {b.slot}, {b.holder}, {b.state} on unit {b.unit}, fence {b.fence},"
+            f" lapsed {b.lapsed}, group {b.group}, events {b.events}"
+            for n, b in enumerate(self.model.bookings.values())
+        ]
+        lines += [
+            f"  group {g.id}: {g.holder}, {g.state}, slots {g.slots}, lapsed {g.lapsed}"
+            for g in self.model.groups.values()
+        ]
+        return "\n".join(lines)
 
     def call(self, awaitable: Awaitable[T]) -> T | DomainError:
         return self.bridge.run(attempt(awaitable))
@@ -699,6 +737,7 @@ class ReservationMachine(RuleBasedStateMachine):
     # rules
 
     @initialize(capacities=st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    @watched
     def create_slots(self, capacities: list[int]) -> None:
         for capacity in capacities:
             slot_id = self.bridge.run(new_slot(self.engine, capacity=capacity, hold_seconds=HOLD_SECONDS))
@@ -713,6 +752,7 @@ class ReservationMachine(RuleBasedStateMachine):
         return key
 
     @rule(data=st.data())
+    @watched
     def reserve(self, data: st.DataObject) -> None:
         """A holder reserves: with a fresh idempotency key, or now and then one used before."""
         self.step("reserve")
@@ -729,6 +769,7 @@ class ReservationMachine(RuleBasedStateMachine):
         self.check_reservation(name, slot, key, outcome)
 
     @rule(data=st.data(), newcomers=st.integers(2, 4), duplicate=st.booleans())
+    @watched
     def race_reserve(self, data: st.DataObject, newcomers: int, duplicate: bool) -> None:
         """Newcomers reserve one slot at once (and maybe one request is sent twice, same key).
 
@@ -803,6 +844,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_bookings)
     @rule(data=st.data(), who=st.sampled_from(["holder of a hold"] * 3 + ["holder", "other", "admin"]))
+    @watched
     def confirm(self, data: st.DataObject, who: str) -> None:
         """Mostly a holder confirms a hold (one that lapsed unnoticed, too); else anyone, anything."""
         self.step("confirm")
@@ -817,6 +859,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_bookings)
     @rule(data=st.data(), who=WHO, reason=st.sampled_from([None, "plans changed"]))
+    @watched
     def cancel(self, data: st.DataObject, who: str, reason: str | None) -> None:
         """Cancel a booking: mostly one that holds a unit (if any), freeing it for the queue."""
         self.step("cancel")
@@ -834,6 +877,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_bookings)
     @rule(data=st.data(), as_admin=st.integers(0, 3))
+    @watched
     def complete(self, data: st.DataObject, as_admin: int) -> None:
         """Complete a booking: mostly a confirmed one (if any), mostly as an admin."""
         self.step("complete")
@@ -852,6 +896,7 @@ class ReservationMachine(RuleBasedStateMachine):
         who=st.sampled_from(["holder of a hold"] * 4 + ["holder", "other", "admin"]),
         seconds=st.sampled_from([None, None, None, 1]),
     )
+    @watched
     def extend_hold(self, data: st.DataObject, who: str, seconds: int | None) -> None:
         """Mostly a holder extends a hold (one that lapsed unnoticed, too); else anyone, anything."""
         self.step("extend_hold")
@@ -871,6 +916,7 @@ class ReservationMachine(RuleBasedStateMachine):
         action=st.sampled_from(["close", "reopen", "reopen", "resize", "resize", "resize", "as a holder"]),
         capacity=st.integers(1, 4),
     )
+    @watched
     def administer(self, data: st.DataObject, action: str, capacity: int) -> None:
         """An admin closes a slot (its queue expires), reopens one (a closed one, if any) or
         resizes one (growing promotes the queue, shrinking below the units in use is refused);
@@ -908,6 +954,7 @@ class ReservationMachine(RuleBasedStateMachine):
         assert outcome.queue_length == len(model_slot.queue), outcome
 
     @rule(data=st.data(), wait=st.booleans())
+    @watched
     def reserve_group(self, data: st.DataObject, wait: bool) -> None:
         """A holder reserves several slots at once (listed in any order), all or nothing."""
         self.step(f"reserve_group (wait {wait})")
@@ -936,11 +983,13 @@ class ReservationMachine(RuleBasedStateMachine):
             return
         group = self.model.admit_group(outcome, name, chosen, key)
         members = self.model.members(group)
-        assert [b.queue_position for b in outcome.bookings] == [self.model.position(m) for m in members]
+        positions = {b.id: b.queue_position for b in outcome.bookings}
+        assert positions == {m.id: self.model.position(m) for m in members}, f"{what}: {positions}"
         assert len({b.expires_at for b in outcome.bookings}) == 1  # one expiry, or none waiting
 
     @precondition(lambda self: self.has_group())
     @rule(data=st.data(), who=st.sampled_from(["holder", "holder", "other", "admin"]))
+    @watched
     def confirm_group(self, data: st.DataObject, who: str) -> None:
         self.step("confirm_group")
         group = self.pick_group(data)
@@ -953,6 +1002,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has_group())
     @rule(data=st.data(), who=st.sampled_from(["holder", "holder", "other", "admin"]))
+    @watched
     def cancel_group(self, data: st.DataObject, who: str) -> None:
         self.step("cancel_group")
         group = self.pick_group(data)
@@ -972,6 +1022,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has_group(S.PENDING))
     @rule(data=st.data())
+    @watched
     def offer_group(self, data: st.DataObject) -> None:
         """The worker's look at a waiting group (kicked when it heads a queue with a unit free)."""
         self.step("offer_group")
@@ -984,6 +1035,7 @@ class ReservationMachine(RuleBasedStateMachine):
         lambda self: any(g.state is S.RESERVED and not g.lapsed for g in self.model.groups.values())
     )
     @rule(data=st.data(), noticed_by=st.sampled_from(["group task", "settle one slot", "nobody yet"]))
+    @watched
     def lapse_group(self, data: st.DataObject, noticed_by: str) -> None:
         """The clock passes a held group's expiry; its task, a slot's settle or the next call sees it."""
         self.step("lapse_group")
@@ -1008,6 +1060,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_fresh_hold)
     @rule(data=st.data(), noticed_by=st.sampled_from(["expiry task", "settle", "nobody yet"]))
+    @watched
     def lapse_hold(self, data: st.DataObject, noticed_by: str) -> None:
         """The clock passes a hold's expiry; the expiry task, a settle or (lazily) the next call sees it."""
         self.step("lapse_hold")
@@ -1038,6 +1091,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: not any(s.started for s in self.model.slots) and self.has_state(S.PENDING))
     @rule(data=st.data(), settle_now=st.booleans())
+    @watched
     def start_slot(self, data: st.DataObject, settle_now: bool) -> None:
         """A slot with a queue starts: no more reservations, its queue lapses when next settled.
 
@@ -1057,6 +1111,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @precondition(has_fence)
     @rule(data=st.data(), fence_offset=st.sampled_from([0, 0, -1, "before the extension"]))
+    @watched
     def replay_expiry_task(self, data: st.DataObject, fence_offset: int | str) -> None:
         """An at-least-once expiry task runs again, late, or with an older fence (an extended
         hold's old timer among them: it must leave the hold alone)."""
@@ -1080,6 +1135,7 @@ class ReservationMachine(RuleBasedStateMachine):
         assert outcome is expected, f"expire_hold({booking.id}, {fence}) in {booking.state}: {outcome!r}"
 
     @rule(data=st.data(), chore=st.sampled_from(["settle", "sweep", "flush mirror", "read bookings"]))
+    @watched
     def housekeeping(self, data: st.DataObject, chore: str) -> None:
         """Settle a slot or sweep them all; flush a slot's Redis mirror; read a slot's bookings."""
         self.step(f"housekeeping: {chore}")
@@ -1119,6 +1175,7 @@ class ReservationMachine(RuleBasedStateMachine):
     # invariants
 
     @invariant()
+    @watched
     def matches_database(self) -> None:
         if not self.model.slots:
             return
@@ -1410,6 +1467,7 @@ class ReservationMachine(RuleBasedStateMachine):
             )
         self.positions_checked.update(due)
 
+    @watched
     def teardown(self) -> None:
         # stateful_step_count counts the initialize step too.
         self.stats.full_length += self.stats.steps - self.first_step == STEPS - 1
@@ -1435,10 +1493,15 @@ async def test_the_engine_behaves_like_its_model(engine: Engine, capsys: pytest.
             super().__init__(engine, bridge, listener, stats)
 
     started = time.perf_counter()
+    outcome: BaseException | None = None
     try:
         await asyncio.to_thread(run_state_machine_as_test, Machine, settings=machine_settings)
+    except Exception as error:
+        outcome = error
     finally:
         await listener.pubsub.aclose()  # type: ignore[no-untyped-call]
+    # The first failure itself, even if replaying its example went another way (Flaky).
+    stats.first_failure.reraise(outcome)
     elapsed = time.perf_counter() - started
     with capsys.disabled():
         print(
