@@ -220,8 +220,8 @@ async def test_a_live_booking_found_again_names_its_group() -> None:
     slot_id = await _slot(2, starts_in=timedelta(hours=1))
     holder, group_id, booking_id = f"member-{slot_id}", uuid.uuid4(), uuid.uuid4()
     await connection().execute_query(
-        "INSERT INTO booking_groups (id, holder, idempotency_key, slot_ids, state)"
-        " VALUES ($1, $2, 'g', ARRAY[$3::uuid], 'RESERVED')",
+        "INSERT INTO booking_groups (id, holder, idempotency_key, slot_ids, state, expires_at)"
+        " VALUES ($1, $2, 'g', ARRAY[$3::uuid], 'RESERVED', now() + interval '1 minute')",
         [group_id, holder, slot_id],
     )
     await connection().execute_query(
