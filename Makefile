@@ -38,7 +38,9 @@ run: install
 
 # Line coverage of src/ is measured in the test process (the engine processes that e2e tests
 # start run unmeasured, so that their timings stay those of production). Tests marked no_cover
-# fail when the session measures coverage, so they run in a second, unmeasured session.
+# run in a second, unmeasured session: one fails under coverage's tracer (its setup races its own
+# holds' expiry), and the CPU-bound ones in process (the model test, the fuzz, the 1,000-way races)
+# take twice as long under it; the rest of the suite covers their code.
 test: install
 	$(BIN)/python -m pytest -m "not no_cover" --cov=slotengine --cov-report=term
 	$(BIN)/python -m pytest -m no_cover

@@ -1478,6 +1478,7 @@ class ReservationMachine(RuleBasedStateMachine):
                 self.bridge.run(reservations.settle_slot(self.engine, UUID(model_slot.id)))
 
 
+@pytest.mark.no_cover  # CPU-bound in process: twice as long under coverage's tracer
 async def test_the_engine_behaves_like_its_model(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     bridge = Bridge(asyncio.get_running_loop(), CALL_TIMEOUT)
     listener = Listener(engine.redis.pubsub())

@@ -368,6 +368,7 @@ async def check_resumable(engine: Engine, slot_id: str, capacity: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.no_cover  # CPU-bound in process: twice as long under coverage's tracer
 @pytest.mark.parametrize("capacity", [1, 5])
 async def test_1000_concurrent_reservations_with_confirms_and_cancels_never_break_the_invariants(
     engine: Engine, capacity: int, caplog: pytest.LogCaptureFixture
