@@ -208,9 +208,17 @@ async def _promote_newcomers(
     granted = tx.holds_granted[promoted_before:]
     if granted:  # _insert wrote the queue's length before these left it
         await tx.fetch("UPDATE slots SET waiting = $2 WHERE id = $1", tx.slot_id, tx.waiting)
+    # Only newcomers can be promoted here: the settlement before admission offered the same free
+    # units to everyone waiting then. A newcomer still waiting moves up past each one promoted
+    # from ahead of it, as of commit.
     promoted = [booking_id for booking_id, _, _ in granted if booking_id in inserted]
     if not promoted:
         return {}
+    left = [int(inserted[booking_id]["queue_seq"]) for booking_id in promoted]
+    for booking_id, row in inserted.items():
+        key = str(booking_id)
+        if key in tx.places and booking_id not in promoted:
+            tx.places[key] -= sum(seq < int(row["queue_seq"]) for seq in left)
     rows = await tx.fetch(f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = ANY($1::uuid[])", promoted)
     return {row["id"]: row for row in rows}
 
