@@ -40,9 +40,11 @@ from tests.loop_bridge import Bridge
 EXAMPLES = 25  # documents; each is sent for every outcome its mutation can have
 CAP = 2  # live bookings per holder in these apps: TooManyBookings is reachable
 SCHEMA = full_schema._schema
-ARGUMENTS = {"reserveSlot": ("slotId", "idempotencyKey"), "confirmBooking": ("bookingId",)}
+ARGUMENTS = {"reserveSlot": ("slotId", "idempotencyKey", "units"), "confirmBooking": ("bookingId",)}
 ARGUMENTS["cancelBooking"] = ("bookingId", "reason")
-VARIABLE_TYPES = {"slotId": "ID!", "idempotencyKey": "String!", "bookingId": "ID!", "reason": "String"}
+VARIABLE_TYPES = {
+    "slotId": "ID!", "idempotencyKey": "String!", "units": "Int!", "bookingId": "ID!", "reason": "String"
+}  # fmt: skip
 
 
 @dataclass
@@ -131,6 +133,8 @@ async def new_slot(side: Side, capacity: int, *, starts_in: timedelta, hold_seco
 
 RESERVE = f"""mutation($s: ID!, $k: String!) {{
   reserveSlot(slotId: $s, idempotencyKey: $k) {{ {BOOKING_FIELDS} }} }}"""
+RESERVE_UNITS = """mutation($s: ID!, $k: String!, $u: Int!) {
+  reserveSlot(slotId: $s, idempotencyKey: $k, units: $u) { __typename ... on Booking { state units } } }"""
 CONFIRM = f"mutation($b: ID!) {{ confirmBooking(bookingId: $b) {{ {BOOKING_FIELDS} }} }}"
 CANCEL = f"mutation($b: ID!) {{ cancelBooking(bookingId: $b) {{ {BOOKING_FIELDS} }} }}"
 
@@ -152,10 +156,12 @@ async def until_past(moment: datetime, within: float = 30.0) -> None:
 async def world(apps: Apps) -> World:
     side = apps.fast
     tag = uuid.uuid4().hex[:6]
-    held_by, queued, other, full, late, lapsed, done = (token(f"fp-{tag}-{n}") for n in range(7))
+    held_by, queued, other, full, late, lapsed, done, party_by = (token(f"fp-{tag}-{n}") for n in range(8))
     roomy = await new_slot(side, 5, starts_in=timedelta(days=1))
     single = await new_slot(side, 1, starts_in=timedelta(days=1))
     held = await reserve(side, held_by, roomy, "k-held")
+    party = (await run(side, RESERVE_UNITS, {"s": roomy, "k": "k-party", "u": 2}, party_by))["reserveSlot"]
+    assert party["state"] == "RESERVED" and party["units"] == 2, party
     await reserve(side, other, single, "k-first")
     pending = await reserve(side, queued, single, "k-pending")
     assert held["state"] == "RESERVED" and pending["state"] == "PENDING", (held, pending)
@@ -183,6 +189,22 @@ async def world(apps: Apps) -> World:
         "SlotClosed": ({"slotId": started, "idempotencyKey": "k-late"}, late),
         "TooManyBookings": ({"slotId": roomy, "idempotencyKey": "k-more"}, full),
     }
+    for arguments, _ in world.calls["reserveSlot"].values():
+        arguments["units"] = 1
+    # Parties (reserveSlot's units): sent only by documents that write the argument.
+    world.calls["reserveSlot"].update(
+        {
+            "Booking RESERVED (a replay, units)": (
+                {"slotId": roomy, "idempotencyKey": "k-party", "units": 2},
+                party_by,
+            ),
+            "IdempotencyKeyReused (units)": (
+                {"slotId": roomy, "idempotencyKey": "k-party", "units": 3},
+                party_by,
+            ),
+            "ValidationError (units)": ({"slotId": roomy, "idempotencyKey": "k-big", "units": 6}, other),
+        }
+    )
     world.calls["confirmBooking"] = {
         "BookingNotFound": ({"bookingId": nowhere}, other),
         "ValidationError": ({"bookingId": "nope"}, other),
@@ -223,6 +245,7 @@ class Document:
     inline: bool  # arguments written in the document rather than sent as variables
     without_reason: bool
     pieces: tuple[Piece, ...]
+    without_units: bool = False
 
     @property
     def plannable(self) -> bool:
@@ -230,7 +253,11 @@ class Document:
 
     def render(self, arguments: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
         """The document's text, its variables and the operation name to send."""
-        names = [a for a in ARGUMENTS[self.root] if not (a == "reason" and self.without_reason)]
+        names = [
+            a
+            for a in ARGUMENTS[self.root]
+            if not (a == "reason" and self.without_reason) and not (a == "units" and self.without_units)
+        ]
         if self.inline:
             written = ", ".join(f"{a}: {json.dumps(arguments[a])}" for a in names)
             declared, variables = "", None
@@ -321,6 +348,7 @@ def documents(draw: st.DrawFn) -> Document:
         inline=draw(st.booleans()),
         without_reason=draw(st.booleans()),
         pieces=tuple(draw(st.lists(piece(), min_size=1, max_size=5))),
+        without_units=draw(st.booleans()),
     )
 
 
@@ -365,6 +393,8 @@ async def test_drawn_documents_answer_the_same_bytes_on_both_paths(apps: Apps, w
         calls = world.calls[document.root]
         if document.root == "cancelBooking" and document.without_reason:
             calls = {k: v for k, v in calls.items() if "reason" not in k}
+        if document.root == "reserveSlot" and document.without_units:
+            calls = {k: v for k, v in calls.items() if "units" not in k}
         for outcome, (arguments, bearer) in calls.items():
             text, variables, name = document.render(arguments)
             served = book.stats.served
@@ -498,6 +528,35 @@ async def test_requests_the_plan_does_not_read_go_the_normal_way(apps: Apps, wor
     ]
     _same(answers[0], answers[1], "charset")
     assert book.stats.served == served + 1
+
+
+async def test_units_the_plan_does_not_read_go_the_normal_way(apps: Apps, world: World) -> None:
+    """An Int the plan does not take as it is (a string, a float, a boolean, null, beyond 32 bits, or
+    left out of a non-null variable) is answered by graphql-core, the same on both paths."""
+    arguments, bearer = world.calls["reserveSlot"]["SlotNotFound"]
+    book = apps.fast.book
+    assert book is not None
+    sides = (apps.normal, apps.fast)
+    for declared in ("Int!", "Int"):
+        document = (
+            f"mutation($s: ID!, $k: String!, $u: {declared}) {{"
+            " reserveSlot(slotId: $s, idempotencyKey: $k, units: $u)"
+            " { __typename ... on Error { message } } }"
+        )
+        plain = {"s": arguments["slotId"], "k": arguments["idempotencyKey"]}
+        await post(apps.fast, document, {**plain, "u": 2}, bearer, None)
+        assert book.find(document, None) is not None
+        served = book.stats.served
+        for odd in ("2", 2.0, True, None, 2**31):
+            variables = {**plain, "u": odd}
+            answers = [
+                await post(side, document, variables, bearer, None) for side in (apps.normal, apps.fast)
+            ]
+            _same(answers[0], answers[1], f"{declared} {odd!r}")
+        answers = [await post(side, document, plain, bearer, None) for side in sides]
+        _same(answers[0], answers[1], f"{declared} left out")
+        # Only a nullable variable left out is read by the plan (the argument's default, 1).
+        assert book.stats.served == served + (declared == "Int")
 
 
 async def test_documents_that_fail_validation_are_never_learnt(apps: Apps, world: World) -> None:

@@ -5,12 +5,14 @@ duplicate request), confirms, cancels, completes, extends holds, closes and reop
 them, lapses holds, starts slots, settles, sweeps, replays expiry tasks (an extended hold's old
 timer too), reads bookings and flushes Redis mirrors, and reserves booking groups (several slots
 all or nothing, waiting or not), confirms, cancels, offers and lapses them, on the suite's real
-PostgreSQL and Redis, against an in-memory model of a few fresh slots (capacity 1..3). After every
-step it checks:
+PostgreSQL and Redis, against an in-memory model of a few fresh slots (capacity 1..4, each with a
+fill policy, STRICT_FIFO or FIRST_FIT); a reservation is now and then a party of 2 or 3 units.
+After every step it checks:
 
-- each booking's state, unit and fence in PostgreSQL are the model's (so promotion went FIFO,
-  expiry was lazy or prompt as it should, final states never change: also checked on their own);
-- per slot, RESERVED + CONFIRMED (+ COMPLETED) <= capacity, on distinct units 1..capacity;
+- each booking's state, units (first and others), pass-over count and fence in PostgreSQL are the
+  model's (so promotion went by the fill policy, expiry was lazy or prompt as it should, final
+  states never change: also checked on their own);
+- per slot, the units of RESERVED + CONFIRMED (+ COMPLETED) bookings <= capacity, distinct, 1..capacity;
 - the audit trail of each booking replays through `slotengine.domain.states.transition` from
   nothing to its current state, with the model's events, and shows FIFO on its own (a freed unit
   went to the longest waiting, never to a newcomer while anybody waited);
@@ -61,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -68,7 +71,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -85,6 +88,7 @@ from hypothesis.stateful import (
 )
 from redis.asyncio.client import PubSub
 
+from slotengine.domain import fill_policy
 from slotengine.domain.errors import (
     BookingNotFound,
     DomainError,
@@ -98,6 +102,8 @@ from slotengine.domain.errors import (
     SlotUnavailable,
     ValidationError,
 )
+from slotengine.domain.fill_policy import FillPolicy, Waiter
+from slotengine.domain.policy import SlotSpec
 from slotengine.domain.states import (
     FINAL_STATES,
     LIVE_STATES,
@@ -114,10 +120,11 @@ from slotengine.service.engine import Engine
 from slotengine.service.events import SlotAnnouncement
 from slotengine.service.expiry import ExpiryOutcome
 from slotengine.service.live import apply_to_booking, apply_to_slot, booking_since, slot_since
+from slotengine.service.mirror import hold_members
 from slotengine.service.unit_of_work import SYSTEM_ACTOR
 from slotengine.service.views import BookingView, Caller, GroupView, SlotView
 from tests.first_failure import FirstFailure, watched
-from tests.integration.conftest import new_slot, sql
+from tests.integration.conftest import sql
 from tests.loop_bridge import Bridge
 
 T = TypeVar("T")
@@ -224,6 +231,9 @@ class ModelBooking:
     fence: int | None = None
     extensions: int = 0
     group: str | None = None  # the booking group (reserveSlots) it belongs to
+    units: int = 1  # a party takes several units, as one booking
+    extra: list[int] = field(default_factory=list)  # a held party's units besides `unit`
+    passed: int = 0  # times later entries took units while it waited (FIRST_FIT)
 
 
 @dataclass
@@ -246,6 +256,7 @@ class ModelGroup:
 class ModelSlot:
     id: str
     capacity: int
+    fill: FillPolicy = FillPolicy.STRICT_FIFO
     started: bool = False
     closed: bool = False
     queue: list[str] = field(default_factory=list)  # waiting bookings, first in line first
@@ -290,6 +301,7 @@ class Model:
         self.slots[booking.slot].changed = True
         if to_state not in OCCUPYING_STATES:
             booking.unit = None
+            booking.extra = []
 
     def commit(self) -> None:
         """A service call's transaction committed: each change bumps its slot's version once."""
@@ -316,22 +328,30 @@ class Model:
             self.promote(slot)
 
     def free_units(self, slot: int) -> list[int]:
-        taken = {b.unit for b in self.of_slot(slot) if b.unit is not None}
+        taken = {u for b in self.of_slot(slot) if b.unit is not None for u in [b.unit, *b.extra]}
         return [u for u in range(1, self.slots[slot].capacity + 1) if u not in taken]
 
-    def grant(self, booking: ModelBooking, unit: int) -> None:
-        booking.unit = unit
+    def grant(self, booking: ModelBooking, units: list[int]) -> None:
+        booking.unit, *booking.extra = units
         booking.had_hold = True
         self.slots[booking.slot].grants.append([booking.id, None])
 
     def promote(self, slot: int) -> None:
+        """Offer the free units to the queue by the slot's fill policy (whole parties only); nobody
+        passes a waiting group: it is offered all its slots at once, or none."""
         model_slot = self.slots[slot]
-        for unit in self.free_units(slot):
-            if not model_slot.queue or self.bookings[model_slot.queue[0]].group is not None:
-                break  # nobody passes a waiting group: it is offered all its slots at once, or none
-            booking = self.bookings[model_slot.queue.pop(0)]
+        free = len(self.free_units(slot))
+        window = model_slot.queue[: fill_policy.queue_window(model_slot.fill, free)]
+        singles = list(itertools.takewhile(lambda b: self.bookings[b].group is None, window))
+        waiters = [Waiter(b, self.bookings[b].units, self.bookings[b].passed) for b in singles]
+        offers = fill_policy.offers(model_slot.fill, free, waiters, fill_policy.DEFAULT_MAX_PASS_OVERS)
+        for booking_id, passes in offers.passed.items():
+            self.bookings[booking_id].passed += passes
+        for waiter in offers.offered:
+            booking = self.bookings[waiter.key]
+            model_slot.queue.remove(booking.id)
             self.move(booking, S.RESERVED, "promote")
-            self.grant(booking, unit)
+            self.grant(booking, self.free_units(slot)[: booking.units])
 
     def position(self, booking: ModelBooking) -> int | None:
         if booking.state is not S.PENDING:
@@ -343,15 +363,15 @@ class Model:
         if booking.state in (S.PENDING, S.RESERVED):
             self.settle(booking.slot)
 
-    def reserve(self, holder: str, slot: int, key: str) -> Expected:
+    def reserve(self, holder: str, slot: int, key: str, units: int = 1) -> Expected:
         known = self.keys.get((holder, key))
         if known is not None:
             # The engine answers a replay inside a transaction on the requested slot, which
             # settles that slot first, like any reservation.
             self.settle(slot)
             booking = self.bookings[known]
-            if booking.slot != slot:
-                return Expected(error=IdempotencyKeyReused)
+            if booking.slot != slot or booking.units != units:
+                return Expected(error=IdempotencyKeyReused)  # another slot, or another party size
             self.read(booking)
             return Expected(booking=booking.id, state=booking.state, position=self.position(booking))
         self.settle(slot)
@@ -362,23 +382,29 @@ class Model:
         model_slot = self.slots[slot]
         if model_slot.started or model_slot.closed:
             return Expected(error=SlotClosed)
-        if self.free_units(slot) and not model_slot.queue:
+        if units > model_slot.capacity:
+            return Expected(error=ValidationError)
+        if len(self.free_units(slot)) >= units and not model_slot.queue:
             return Expected(state=S.RESERVED)
+        # Queued; under FIRST_FIT it may take units the head cannot use at once (admit() tells).
         return Expected(state=S.PENDING, position=len(model_slot.queue) + 1)
 
-    def admit(self, booking_id: str, holder: str, slot: int, key: str, state: BookingState) -> None:
+    def admit(
+        self, booking_id: str, holder: str, slot: int, key: str, state: BookingState, units: int = 1
+    ) -> None:
         """Record the new booking the engine created for an expected admission."""
         assert booking_id not in self.bookings, f"a new booking reused the id {booking_id}"
         event = "hold" if state is S.RESERVED else "queue"
-        booking = ModelBooking(booking_id, slot, holder, state, [event])
+        booking = ModelBooking(booking_id, slot, holder, state, [event], units=units)
         self.tally[event] += 1
         self.slots[slot].changed = True
         self.bookings[booking_id] = booking
         self.keys[(holder, key)] = booking_id
         if state is S.RESERVED:
-            self.grant(booking, self.free_units(slot)[0])
+            self.grant(booking, self.free_units(slot)[:units])
         else:
             self.slots[slot].queue.append(booking_id)
+            self.promote(slot)  # the same transaction offers what the head cannot use (FIRST_FIT)
 
     def confirm(self, booking: ModelBooking, caller: Caller) -> type[DomainError] | None:
         if booking.holder != caller.holder:
@@ -462,13 +488,17 @@ class Model:
         ones; new units go to the head of the queue."""
         self.settle(slot)
         model_slot = self.slots[slot]
-        occupying = sorted((b for b in self.of_slot(slot) if b.unit is not None), key=lambda b: b.unit or 0)
-        if capacity < len(occupying):
+        occupying = [b for b in self.of_slot(slot) if b.unit is not None]
+        taken = [u for b in occupying for u in [b.unit, *b.extra] if u is not None]
+        if capacity < len(taken):
             return ValidationError
-        free = iter(u for u in range(1, capacity + 1) if u not in {b.unit for b in occupying})
+        # Units above the new capacity, lowest first, onto the lowest free ones, whoever owns them.
+        above = sorted(u for u in taken if u > capacity)
+        moves = dict(zip(above, (u for u in range(1, capacity + 1) if u not in taken), strict=False))
         for booking in occupying:
-            if booking.unit is not None and booking.unit > capacity:
-                booking.unit = next(free)
+            assert booking.unit is not None
+            booking.unit = moves.get(booking.unit, booking.unit)
+            booking.extra = [moves.get(u, u) for u in booking.extra]
         model_slot.capacity = capacity
         model_slot.changed = True
         if not model_slot.started:
@@ -519,7 +549,7 @@ class Model:
             self.slots[slot].changed = True
             self.bookings[booking.id] = booking
             if view.state is S.RESERVED:
-                self.grant(booking, self.free_units(slot)[0])
+                self.grant(booking, self.free_units(slot)[:1])
             else:
                 self.slots[slot].queue.append(booking.id)
         group.had_hold = view.state is S.RESERVED
@@ -586,7 +616,7 @@ class Model:
         for member in members:
             self.slots[member.slot].queue.pop(0)
             self.move(member, S.RESERVED, "promote")
-            self.grant(member, self.free_units(member.slot)[0])
+            self.grant(member, self.free_units(member.slot)[:1])
         group.state = S.RESERVED
         group.had_hold = True
         for slot in group.slots:
@@ -736,12 +766,20 @@ class ReservationMachine(RuleBasedStateMachine):
 
     # rules
 
-    @initialize(capacities=st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    @initialize(
+        capacities=st.lists(
+            st.tuples(st.integers(1, 4), st.sampled_from(list(FillPolicy))), min_size=1, max_size=3
+        )
+    )
     @watched
-    def create_slots(self, capacities: list[int]) -> None:
-        for capacity in capacities:
-            slot_id = self.bridge.run(new_slot(self.engine, capacity=capacity, hold_seconds=HOLD_SECONDS))
-            self.model.slots.append(ModelSlot(slot_id, capacity))
+    def create_slots(self, capacities: list[tuple[int, FillPolicy]]) -> None:
+        for capacity, fill in capacities:
+            starts = datetime.now(UTC) + timedelta(days=1)
+            spec = SlotSpec(
+                "model", starts, starts + timedelta(minutes=30), capacity, HOLD_SECONDS, fill_policy=fill
+            )
+            slot_id = self.bridge.run(queries.create_slot(self.engine, self.admin, spec)).id
+            self.model.slots.append(ModelSlot(slot_id, capacity, fill))
             empty = SlotView(slot_id, "", EPOCH, EPOCH, capacity, HOLD_SECONDS, False, 0, 0, 0)
             self.announced.append((0, empty, {}))
         self.bridge.run(self.listener.follow(self.engine, [s.id for s in self.model.slots]))
@@ -763,10 +801,11 @@ class ReservationMachine(RuleBasedStateMachine):
             key = data.draw(st.sampled_from(used), label="key")
         else:
             key = self.fresh_key(name)
+        units = data.draw(st.sampled_from([1, 1, 1, 2, 3]), label="units")  # a party now and then
         outcome = self.call(
-            reservations.reserve_slot(self.engine, Caller(name), self.model.slots[slot].id, key)
+            reservations.reserve_slot(self.engine, Caller(name), self.model.slots[slot].id, key, units)
         )
-        self.check_reservation(name, slot, key, outcome)
+        self.check_reservation(name, slot, key, outcome, units)
 
     @rule(data=st.data(), newcomers=st.integers(2, 4), duplicate=st.booleans())
     @watched
@@ -820,14 +859,22 @@ class ReservationMachine(RuleBasedStateMachine):
             if last or transaction_of(index) != transaction_of(order[place + 1]):
                 self.model.commit()
 
-    def check_reservation(self, name: str, slot: int, key: str, outcome: BookingView | DomainError) -> None:
+    def check_reservation(
+        self, name: str, slot: int, key: str, outcome: BookingView | DomainError, units: int = 1
+    ) -> None:
         """Check the engine's answer to a reservation against the model's, and admit it there."""
-        expected = self.model.reserve(name, slot, key)
-        what = f"reserve({name}, slot {slot}, {key})"
+        expected = self.model.reserve(name, slot, key, units)
+        what = f"reserve({name}, slot {slot}, {key}, {units} units)"
         self.check_refusal(outcome, expected.error, what)
         if expected.error is not None:
             return
         assert isinstance(outcome, BookingView)
+        if expected.booking is None:
+            assert expected.state is not None
+            self.model.admit(outcome.id, name, slot, key, expected.state, units)
+            # A newcomer queued under FIRST_FIT may have taken units the head cannot use at once.
+            admitted = self.model.bookings[outcome.id]
+            expected = Expected(state=admitted.state, position=self.model.position(admitted))
         assert (outcome.state, outcome.queue_position) == (expected.state, expected.position), (
             f"{what}: got {outcome.state} at {outcome.queue_position},"
             f" expected {expected.state} at {expected.position}"
@@ -835,10 +882,8 @@ class ReservationMachine(RuleBasedStateMachine):
         assert outcome.slot_id == self.model.slots[slot].id and outcome.holder == name
         if expected.booking is not None:
             assert outcome.id == expected.booking, f"{what}: answered {outcome.id}, not {expected.booking}"
-        else:
-            assert expected.state is not None
-            self.model.admit(outcome.id, name, slot, key, expected.state)
         booking = self.model.bookings[outcome.id]
+        assert outcome.units == booking.units, f"{what}: a booking of {outcome.units} units"
         shows_expiry = booking.had_hold and booking.state in (S.RESERVED, S.EXPIRED)
         assert (outcome.expires_at is not None) == shows_expiry, f"{what}: expires at {outcome.expires_at}"
 
@@ -1086,7 +1131,10 @@ class ReservationMachine(RuleBasedStateMachine):
         )
         assert len(rows) == 1, f"hold {booking.id} is not RESERVED in PostgreSQL"
         holds = self.engine.keys(self.model.slots[booking.slot].id).holds
-        await self.engine.redis.zadd(holds, {booking.id: epoch_ms(rows[0]["expires_at"])}, xx=True)
+        expiry = epoch_ms(rows[0]["expires_at"])  # for every unit the hold has in the mirror
+        await self.engine.redis.zadd(
+            holds, dict.fromkeys(hold_members(booking.id, booking.units), expiry), xx=True
+        )
         return int(rows[0]["fence"])
 
     @precondition(lambda self: not any(s.started for s in self.model.slots) and self.has_state(S.PENDING))
@@ -1187,6 +1235,7 @@ class ReservationMachine(RuleBasedStateMachine):
         slot_ids = [UUID(s.id) for s in model.slots]
         rows = await sql(
             "SELECT b.id::text AS id, b.slot_id::text AS slot_id, b.holder, b.state, b.unit, b.fence,"
+            " b.units, b.extra_units, b.passed_over,"
             " b.queue_seq, b.expires_at,"
             " (SELECT json_agg(json_build_array(t.id, t.from_state, t.to_state, t.event, t.actor, t.fence)"
             "  ORDER BY t.id) FROM transitions t WHERE t.booking_id = b.id) AS trail"
@@ -1251,10 +1300,15 @@ class ReservationMachine(RuleBasedStateMachine):
     def check_booking(self, booking: ModelBooking, row: dict[str, Any]) -> None:
         state = BookingState(row["state"])
         # The model's state (hence FIFO promotion, lazy expiry, ...) is the database's.
-        assert (state, row["unit"]) == (booking.state, booking.unit), (
-            f"booking {booking.id}: PostgreSQL has {state} on unit {row['unit']},"
-            f" the model {booking.state} on unit {booking.unit}"
+        assert (state, row["unit"], list(row["extra_units"])) == (
+            booking.state,
+            booking.unit,
+            booking.extra,
+        ), (
+            f"booking {booking.id}: PostgreSQL has {state} on units {row['unit']} {row['extra_units']},"
+            f" the model {booking.state} on units {booking.unit} {booking.extra}"
         )
+        assert (row["units"], row["passed_over"]) == (booking.units, booking.passed), f"booking {booking.id}"
         assert row["holder"] == booking.holder
         # Final states never change.
         if booking.id in self.finals:
@@ -1300,9 +1354,11 @@ class ReservationMachine(RuleBasedStateMachine):
         capacity = model_slot.capacity
         occupying = [r for r in rows if r["state"] in OCCUPYING_STATES]
         active = [r for r in occupying if r["state"] in (S.RESERVED, S.CONFIRMED)]
-        units = sorted(r["unit"] for r in occupying)
-        # No over-booking: at most `capacity` occupying bookings, each on its own unit.
-        assert len(active) <= len(occupying) <= capacity, f"slot {model_slot.id} over-booked: {units}"
+        units = sorted(u for r in occupying for u in [r["unit"], *r["extra_units"]])
+        # No over-booking: at most `capacity` units owned by occupying bookings, each by one booking.
+        assert len(active) <= len(occupying) <= len(units) <= capacity, (
+            f"slot {model_slot.id} over-booked: {units}"
+        )
         assert len(set(units)) == len(units) and all(1 <= u <= capacity for u in units), units
         # FIFO: the database's queue, by arrival, is the model's.
         waiting = sorted((r for r in rows if r["state"] == S.PENDING), key=lambda r: r["queue_seq"])
@@ -1333,7 +1389,8 @@ class ReservationMachine(RuleBasedStateMachine):
                     promotions.append((trail[1][0], row["queue_seq"]))
             else:
                 holds.append(trail[0][0])
-        for at, seq in promotions:
+        # FIRST_FIT lets an entry pass one that cannot use the units (the model's promote checks how).
+        for at, seq in promotions if model_slot.fill is FillPolicy.STRICT_FIFO else []:
             ahead = [w for w in waits if w[0] < seq and w[1] < at < w[2]]
             assert not ahead, f"slot {model_slot.id}: promoted #{seq} while {ahead} waited ahead"
         for at in holds:
@@ -1381,8 +1438,8 @@ class ReservationMachine(RuleBasedStateMachine):
             shows_expiry = booking.had_hold and booking.state in (S.RESERVED, S.EXPIRED)
             assert (view.expires_at is not None) == shows_expiry, f"announced {booking.id}: {view}"
         counts = (
-            sum(b.state is S.RESERVED for b in mine),
-            sum(b.state in (S.CONFIRMED, S.COMPLETED) for b in mine),
+            sum(b.units for b in mine if b.state is S.RESERVED),
+            sum(b.units for b in mine if b.state in (S.CONFIRMED, S.COMPLETED)),
             len(model_slot.queue),
         )
         assert (slot_view.held, slot_view.confirmed, slot_view.queue_length) == counts, (
@@ -1432,10 +1489,15 @@ class ReservationMachine(RuleBasedStateMachine):
         if not meta:
             assert not holds and not queue, f"slot {model_slot.id}: a mirror without its meta"
             return
-        settled = sum(r["state"] in (S.CONFIRMED, S.COMPLETED) for r in rows)
+        settled = sum(r["units"] for r in rows if r["state"] in (S.CONFIRMED, S.COMPLETED))
         assert int(meta["capacity"]) == model_slot.capacity and int(meta["confirmed"]) == settled, meta
         assert int(meta["closed"]) == model_slot.closed, meta
-        expected_holds = {r["id"]: epoch_ms(r["expires_at"]) for r in rows if r["state"] == S.RESERVED}
+        expected_holds = {  # one member per held unit
+            member: epoch_ms(r["expires_at"])
+            for r in rows
+            if r["state"] == S.RESERVED
+            for member in hold_members(r["id"], r["units"])
+        }
         assert {b: int(score) for b, score in holds} == expected_holds, f"slot {model_slot.id} holds"
         assert queue == model_slot.queue, f"slot {model_slot.id}: Redis queue {queue}"
 

@@ -47,6 +47,7 @@ def test_a_plan_names_its_resolver_arguments_and_every_member_of_the_union() -> 
     assert plan.keyword_arguments({"k": "key-1", "extra": 5}) == {
         "slot_id": "abc",
         "idempotency_key": "key-1",
+        "units": 1,  # left out: the argument's default
     }
     shapes = {shape.typename: [leaf.key for leaf in shape.leaves] for shape in plan.shapes.values()}
     assert shapes["Booking"] == ["__typename"]
@@ -78,6 +79,30 @@ def test_an_optional_argument_may_be_absent_null_or_a_string() -> None:
         "booking_id": "x",
         "reason": None,
     }
+
+
+def test_units_is_read_as_a_literal_a_32_bit_integer_variable_or_its_default() -> None:
+    literal = plan_of('mutation { reserveSlot(slotId: "s", idempotencyKey: "k", units: 3) { __typename } }')
+    assert literal is not None and literal.keyword_arguments(None)["units"] == 3
+    for declared in ("Int!", "Int"):
+        plan = plan_of(
+            f'mutation($u: {declared}) {{ reserveSlot(slotId: "s", idempotencyKey: "k", units: $u)'
+            " { __typename } }"
+        )
+        assert plan is not None
+        assert plan.keyword_arguments({"u": 4})["units"] == 4
+        for odd in (None, "4", 4.0, True, 2**31):
+            with pytest.raises(NotPlain):
+                plan.keyword_arguments({"u": odd})
+        if declared == "Int":
+            assert plan.keyword_arguments({})["units"] == 1
+        else:
+            with pytest.raises(NotPlain):
+                plan.keyword_arguments({})
+    as_float = (
+        'mutation($u: Float!) { reserveSlot(slotId: "s", idempotencyKey: "k", units: $u) { __typename } }'
+    )
+    assert plan_of(as_float) is None  # not valid anyway; never planned
 
 
 def test_an_operation_beside_others_is_planned_when_the_request_names_it() -> None:

@@ -28,7 +28,8 @@ def test_the_public_contract_names_are_all_present() -> None:
         "union ConfirmBookingResult",
         "union CancelBookingResult",
         "union CompleteBookingResult",
-        "reserveSlot(slotId: ID!, idempotencyKey: String!): ReserveSlotResult!",
+        # units (issue 13) is added with its default: every call written before reads as it did.
+        "reserveSlot(slotId: ID!, idempotencyKey: String!, units: Int! = 1): ReserveSlotResult!",
         "confirmBooking(bookingId: ID!): ConfirmBookingResult!",
         "cancelBooking(bookingId: ID!, reason: String = null): CancelBookingResult!",
         "completeBooking(bookingId: ID!): CompleteBookingResult!",

@@ -7,8 +7,9 @@ same JSON, without graphql-core's generic execution (collecting fields, completi
 resolving the union) on every request.
 
 Only documents that are plainly understood get a plan: one mutation field among FAST_MUTATIONS,
-leaf fields only (no `history`), no directives, no variable defaults. Anything else (and any
-request whose variables are not plain strings) goes the normal way. Plans are made only from
+leaf fields only (no `history`), no directives, no variable defaults. Arguments are strings (ID,
+String) or an Int with a default (reserveSlot's units). Anything else (and any request whose
+variables are not plain strings, or 32-bit integers for an Int) goes the normal way. Plans are made only from
 documents that already passed parsing, validation and the document budget (see fast_path.py).
 """
 
@@ -22,9 +23,11 @@ from graphql import (
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
+    GraphQLArgument,
     GraphQLObjectType,
     GraphQLSchema,
     GraphQLUnionType,
+    IntValueNode,
     NamedTypeNode,
     NonNullTypeNode,
     NullValueNode,
@@ -32,6 +35,7 @@ from graphql import (
     OperationType,
     StringValueNode,
     TypeNode,
+    ValueNode,
     VariableNode,
     get_named_type,
     get_nullable_type,
@@ -54,6 +58,7 @@ from graphql.pyutils import Undefined
 FAST_MUTATIONS = frozenset({"reserveSlot", "confirmBooking", "cancelBooking"})
 # Argument types a plan reads from variables: plain strings in, plain strings out.
 _STRING_TYPES = frozenset({"ID", "String"})
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # GraphQL's Int: anything else is the normal path's error
 _NO_VARIABLES = VariableValues({}, {})
 
 
@@ -85,8 +90,9 @@ class Argument:
 
     python_name: str
     variable: str | None
-    literal: str | None
+    literal: str | int | None  # also an Int argument's default, when its variable is left out
     required: bool  # a non-null variable: absent or null is the normal path's error to report
+    integer: bool = False  # an Int argument (reserveSlot's units); else a string (ID, String)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,9 @@ class Plan:
         for argument in self.arguments:
             if argument.variable is None:
                 found[argument.python_name] = argument.literal
+                continue
+            if argument.integer:
+                found[argument.python_name] = _integer(argument, given)
                 continue
             value = given.get(argument.variable)
             if value is None:
@@ -137,6 +146,20 @@ class Plan:
             else:
                 written[leaf.key] = leaf.serialize(value)
         return {self.key: written}
+
+
+def _integer(argument: Argument, given: Mapping[str, Any]) -> int | str | None:
+    """An Int argument from its variable: the argument's default when the variable is left out;
+    NotPlain for null (an error the normal path reports) or anything but a 32-bit integer."""
+    assert argument.variable is not None
+    if argument.variable not in given:
+        if argument.required:
+            raise NotPlain(argument.variable)
+        return argument.literal
+    value = given[argument.variable]
+    if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:  # bool, float, str: coerced or refused
+        raise NotPlain(argument.variable)
+    return value
 
 
 def compile_plan(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None) -> Plan | None:
@@ -201,10 +224,16 @@ def _arguments(
     given = {a.name.value: a.value for a in node.arguments or ()}
     found: list[Argument] = []
     for graphql_name, schema_argument in field.args.items():
-        if get_named_type(schema_argument.type).name not in _STRING_TYPES:
-            return None
         python_name = by_graphql_name[graphql_name]
         value = given.get(graphql_name)
+        if get_named_type(schema_argument.type).name == "Int":
+            integer = _integer_argument(python_name, schema_argument, value, declared)
+            if integer is None:
+                return None
+            found.append(integer)
+            continue
+        if get_named_type(schema_argument.type).name not in _STRING_TYPES:
+            return None
         if value is None:
             default = schema_argument.default_value
             if is_non_null_type(schema_argument.type) or not (default is None or default is Undefined):
@@ -224,6 +253,27 @@ def _arguments(
         else:
             return None
     return tuple(found)
+
+
+def _integer_argument(
+    python_name: str, schema_argument: GraphQLArgument, value: ValueNode | None, declared: dict[str, TypeNode]
+) -> Argument | None:
+    """Where an Int argument with a default comes from (left out, a literal or an Int variable);
+    None for any other spelling."""
+    default = schema_argument.default_value
+    if default is None or default is Undefined or type(default) is not int:
+        return None
+    if value is None:
+        return Argument(python_name, None, default, False, integer=True)
+    if isinstance(value, IntValueNode):
+        return Argument(python_name, None, int(value.value), False, integer=True)
+    if isinstance(value, VariableNode):
+        type_node = declared.get(value.name.value)
+        if type_node is None or _named(type_node) != "Int":
+            return None
+        required = isinstance(type_node, NonNullTypeNode)
+        return Argument(python_name, value.name.value, default, required, integer=True)
+    return None
 
 
 def _shape(

@@ -422,6 +422,8 @@ class Mutation:
             hold_seconds=input.hold_seconds,
             max_extensions=input.max_extensions,
             max_hold_seconds=input.max_hold_seconds,
+            fill_policy=input.fill_policy,
+            max_pass_overs=input.max_pass_overs,
         )
         ctx = info.context
         return await _answer(lambda: queries.create_slot(ctx.engine, ctx.require_caller(), spec), Slot.of)
@@ -452,15 +454,16 @@ class Mutation:
 
     @strawberry.mutation(
         description="Hold a unit of the slot (RESERVED) or join its queue (PENDING). "
-        "The same idempotencyKey replays the first answer."
+        "The same idempotencyKey replays the first answer. `units` (default 1) books a party: that "
+        "many units held, confirmed, expired and offered as one booking (1 to the slot's capacity)."
     )
     async def reserve_slot(
-        self, info: Info, slot_id: strawberry.ID, idempotency_key: str
+        self, info: Info, slot_id: strawberry.ID, idempotency_key: str, units: int = 1
     ) -> ReserveSlotResult:
         ctx = info.context
         return await _answer(
             lambda: reservations.reserve_slot(
-                ctx.engine, ctx.require_caller(), str(slot_id), idempotency_key
+                ctx.engine, ctx.require_caller(), str(slot_id), idempotency_key, units
             ),
             Booking.of,
         )
@@ -557,8 +560,8 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="Change a slot's capacity, holdSeconds and extension limits (admins only). New "
-        "units go to the queue at once, in order; capacity cannot go below the units in use."
+        description="Change a slot's capacity, holdSeconds, extension limits and fill policy (admins "
+        "only). New units go to the queue at once, in order; capacity cannot go below the units in use."
     )
     async def update_slot(self, info: Info, slot_id: strawberry.ID, input: UpdateSlotInput) -> SlotResult:
         update = slot_admin.SlotUpdate(
@@ -566,6 +569,8 @@ class Mutation:
             hold_seconds=input.hold_seconds,
             max_extensions=input.max_extensions,
             max_hold_seconds=input.max_hold_seconds,
+            fill_policy=input.fill_policy,
+            max_pass_overs=input.max_pass_overs,
         )
         ctx = info.context
         return await _answer(

@@ -11,6 +11,7 @@ from slotengine.api.context import Info
 from slotengine.api.errors import CursorExpired
 from slotengine.domain import policy
 from slotengine.domain.errors import DomainError
+from slotengine.domain.fill_policy import DEFAULT_FILL_POLICY, DEFAULT_MAX_PASS_OVERS, FillPolicy
 from slotengine.domain.recurrence import Weekday
 from slotengine.domain.states import BookingState
 from slotengine.service import operator_views, queries
@@ -24,6 +25,13 @@ from slotengine.service.views import (
 )
 
 strawberry.enum(BookingState, name="BookingState")
+strawberry.enum(
+    FillPolicy,
+    name="FillPolicy",
+    description="Who is offered units as they free: STRICT_FIFO, the head of the queue blocks everyone "
+    "behind it until enough units are free; FIRST_FIT, a smaller entry behind may take units the head "
+    "cannot use, while no entry it passes has been passed over maxPassOvers times.",
+)
 strawberry.enum(Weekday, name="Weekday")
 
 _CURSOR = (
@@ -60,6 +68,14 @@ class Slot:
     max_hold_seconds: int = strawberry.field(
         description="How long one hold may last in all, extensions included (default 3 x holdSeconds)."
     )
+    fill_policy: FillPolicy = strawberry.field(
+        default=DEFAULT_FILL_POLICY, description="Who is offered units as they free."
+    )
+    max_pass_overs: int = strawberry.field(
+        default=DEFAULT_MAX_PASS_OVERS,
+        description="Under FIRST_FIT, how many later entries may take units before a waiting entry "
+        "that cannot use them; from then on it blocks everyone behind it.",
+    )
     cursor: str | None = strawberry.field(default=None, description=_CURSOR)
     cursor_expired: CursorExpired | None = strawberry.field(default=None, description=_CURSOR_EXPIRED)
 
@@ -87,6 +103,8 @@ class Slot:
             closed=view.closed,
             max_extensions=view.max_extensions,
             max_hold_seconds=policy.hold_cap_seconds(view.hold_seconds, view.max_hold_seconds),
+            fill_policy=view.fill_policy,
+            max_pass_overs=view.max_pass_overs,
         )
 
 
@@ -153,6 +171,9 @@ class Booking:
     group_id: strawberry.ID | None = strawberry.field(
         default=None, description="The booking group (reserveSlots) this booking belongs to, if any."
     )
+    units: int = strawberry.field(
+        default=1, description="Units of the slot this booking takes (or waits for), all as one booking."
+    )
     cursor: str | None = strawberry.field(default=None, description=_CURSOR)
     cursor_expired: CursorExpired | None = strawberry.field(default=None, description=_CURSOR_EXPIRED)
 
@@ -186,6 +207,7 @@ class Booking:
             queue_position=view.queue_position,
             created_at=view.created_at,
             group_id=strawberry.ID(view.group_id) if view.group_id else None,
+            units=view.units,
         )
 
 
@@ -326,6 +348,13 @@ class CreateSlotInput:
         default=None,
         description="How long one hold may last in all, extensions included; null: 3 x holdSeconds.",
     )
+    fill_policy: FillPolicy = strawberry.field(
+        default=DEFAULT_FILL_POLICY, description="Who is offered units as they free."
+    )
+    max_pass_overs: int = strawberry.field(
+        default=DEFAULT_MAX_PASS_OVERS,
+        description="Under FIRST_FIT, how often a waiting entry may be passed over (0 to 1000).",
+    )
 
 
 @strawberry.input(
@@ -369,3 +398,7 @@ class UpdateSlotInput:
     )
     max_extensions: int | None = None
     max_hold_seconds: int | None = None
+    fill_policy: FillPolicy | None = strawberry.field(
+        default=None, description="Who is offered units as they free; the queue moves by it at once."
+    )
+    max_pass_overs: int | None = None

@@ -9,6 +9,12 @@ from enum import StrEnum
 from typing import TypeVar
 
 from slotengine.domain.errors import ExtensionLimitReached, TooManyBookings, ValidationError
+from slotengine.domain.fill_policy import (
+    DEFAULT_FILL_POLICY,
+    DEFAULT_MAX_PASS_OVERS,
+    FillPolicy,
+    validate_max_pass_overs,
+)
 
 T = TypeVar("T")
 
@@ -43,6 +49,8 @@ class SlotSpec:
     hold_seconds: int
     max_extensions: int = DEFAULT_MAX_EXTENSIONS
     max_hold_seconds: int | None = None  # None: HOLD_CAP_FACTOR x hold_seconds
+    fill_policy: FillPolicy = DEFAULT_FILL_POLICY
+    max_pass_overs: int = DEFAULT_MAX_PASS_OVERS
 
 
 def validate_slot(spec: SlotSpec) -> None:
@@ -54,6 +62,7 @@ def validate_slot(spec: SlotSpec) -> None:
         raise ValidationError("endsAt", "must be after startsAt")
     validate_terms(spec.capacity, spec.hold_seconds)
     validate_extension_terms(spec.hold_seconds, spec.max_extensions, spec.max_hold_seconds)
+    validate_max_pass_overs(spec.max_pass_overs)
 
 
 def validate_instant(field: str, moment: datetime) -> None:
@@ -210,9 +219,10 @@ def validate_reason(reason: str | None) -> None:
     validate_text("reason", reason)
 
 
-def admit(capacity: int, occupied: int, waiting: int) -> Admission:
-    """A newcomer holds only when a unit is free and nobody waits: FIFO beats speed."""
-    if occupied < capacity and waiting == 0:
+def admit(capacity: int, occupied: int, waiting: int, units: int = 1) -> Admission:
+    """A newcomer holds only when its `units` are free and nobody waits: FIFO beats speed (under
+    either fill policy: a newcomer queues behind everyone waiting, and may pass only from there)."""
+    if occupied + units <= capacity and waiting == 0:
         return Admission.HOLD
     return Admission.QUEUE
 

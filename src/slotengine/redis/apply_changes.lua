@@ -4,11 +4,12 @@
 -- ARGV[1] the slot version the mirror must be at (the version before these changes)
 -- ARGV[2] the slot version after them
 -- ARGV[3...] operations, three values each: name, booking id, number
---   hold+   id expiry-ms   the booking holds a unit until then
---   hold-   id 0           the booking's hold ended
+--   hold+   id expiry-ms   the booking holds a unit until then (a hold of n units is n members:
+--                          the booking id, then "id:2" ... "id:n"; the set counts units)
+--   hold-   id 0           the booking's hold ended (one member)
 --   queue+  id sequence    the booking joined the queue
 --   queue-  id 0           the booking left the queue
---   settled 0  delta       units occupied by confirmed or completed bookings changed by delta
+--   settled 0  delta       units occupied by confirmed or completed bookings changed by delta (in units)
 --   rank    id 0           report where the booking stands in the queue
 --
 -- Changes are applied after their commit, so the changes of two transactions may arrive out of

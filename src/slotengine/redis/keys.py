@@ -12,7 +12,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class SlotKeys:
     meta: str  # hash: capacity, confirmed, closed
-    holds: str  # sorted set: booking id -> hold expiry (epoch ms, PostgreSQL's clock)
+    holds: str  # sorted set: one member per held unit (mirror.hold_members) -> hold expiry (epoch ms)
     queue: str  # sorted set: booking id -> arrival sequence
 
     def all(self) -> list[str]:

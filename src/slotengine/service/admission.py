@@ -17,8 +17,14 @@ from uuid import UUID
 import asyncpg
 from tortoise.exceptions import IntegrityError
 
-from slotengine.domain import policy
-from slotengine.domain.errors import DomainError, IdempotencyKeyReused, SlotClosed, TooManyBookings
+from slotengine.domain import fill_policy, policy
+from slotengine.domain.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    SlotClosed,
+    TooManyBookings,
+    ValidationError,
+)
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.service.admission_function import admit_in_one_trip
 from slotengine.service.announcements import Change
@@ -27,7 +33,7 @@ from slotengine.service.engine import Engine
 from slotengine.service.rate_limit import take_reserve_turns
 from slotengine.service.reserve_request import Reservation, ReserveRequest
 from slotengine.service.retries import retry_conflicts
-from slotengine.service.settlement import settle, settled_already, snapshot_columns
+from slotengine.service.settlement import promote, settle, settled_already, snapshot_columns
 from slotengine.service.state_sql import LIVE_SQL
 from slotengine.service.unit_of_work import LockRead, SlotTransaction, slot_transaction
 
@@ -53,10 +59,12 @@ async def reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reserv
 async def _reserve_allowed(
     engine: Engine, slot_id: UUID, requests: Sequence[ReserveRequest]
 ) -> list[Outcome]:
+    # admit_reservations() admits one unit per booking: a batch with a party takes the full path.
+    singles = all(request.units == 1 for request in requests)
     for _ in range(3):
         try:
             # One round trip when nothing on the slot is due; else the full slot transaction.
-            answered = await admit_in_one_trip(engine, slot_id, requests)
+            answered = await admit_in_one_trip(engine, slot_id, requests) if singles else None
             if answered is not None:
                 return answered
             return await _settle_and_reserve(engine, slot_id, requests)
@@ -90,6 +98,8 @@ class _Admission:
     unit: int | None
     hold_number: int | None  # 1.. among this batch's holds: its fence is the slot's fence + that
     expires_at: datetime | None
+    units: int = 1
+    extra_units: tuple[int, ...] = ()  # a held party's units besides `unit`
 
 
 @retry_conflicts
@@ -112,7 +122,8 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
         for request in requests:
             known = by_key.get((request.holder, request.key))
             if known is not None:
-                if known["key_slot"] != slot_id:
+                # The same key for another slot, or for another party size, is another request.
+                if known["key_slot"] != slot_id or int(known["units"]) != request.units:
                     decided.append(("refused", IdempotencyKeyReused(request.key)))
                 else:
                     decided.append(("replay", known))
@@ -126,6 +137,9 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
                 continue
             if request.holder in admitted:
                 admission = admitted[request.holder]
+                if request.key == admission.key and request.units != admission.units:
+                    decided.append(("refused", IdempotencyKeyReused(request.key)))
+                    continue
                 if (request.holder, request.key) not in written:
                     written.add((request.holder, request.key))
                     new_keys.append((request.holder, request.key, admission.booking_id))
@@ -133,6 +147,11 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
                 continue
             if refusal is not None:
                 decided.append(("refused", SlotClosed(tx.slot_key, refusal)))
+                continue
+            try:
+                fill_policy.validate_units(request.units, tx.capacity)
+            except ValidationError as too_many:
+                decided.append(("refused", too_many))
                 continue
             admission = _admit_one(tx, request, holds)
             if admission.hold_number is not None:
@@ -143,6 +162,9 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
         inserted = await _insert(tx, list(admitted.values()), holds, new_keys) if admitted else {}
         if new_keys and not admitted:
             await _insert_keys(tx, new_keys)
+        if tx.queue_joined and policy.free_units(tx.capacity, tx.taken):
+            # Units a party at the head cannot use, which a newcomer now queued may take (FIRST_FIT).
+            inserted.update(await _promote_newcomers(tx, inserted))
         for kind, found in decided:
             if kind in ("row", "replay") and found["state"] == BookingState.PENDING:
                 tx.place_requests.append(str(found["id"]))
@@ -160,16 +182,45 @@ async def _reserve_batch(engine: Engine, slot_id: UUID, requests: Sequence[Reser
 
 
 def _admit_one(tx: SlotTransaction, request: ReserveRequest, holds_before: int) -> _Admission:
-    """Hold a free unit when nobody waits, else join the queue (the domain's rule)."""
-    holds = policy.admit(tx.capacity, len(tx.taken), tx.waiting) is policy.Admission.HOLD
+    """Hold free units when nobody waits, else join the queue (the domain's rule)."""
+    units = request.units
+    holds = policy.admit(tx.capacity, len(tx.taken), tx.waiting, units) is policy.Admission.HOLD
     booking_id = uuid.uuid4()
     if not holds:
         tx.waiting += 1
-        return _Admission(booking_id, request.holder, request.key, _QUEUED, None, None, None)
-    unit = policy.free_units(tx.capacity, tx.taken)[0]
-    tx.taken.append(unit)
+        return _Admission(booking_id, request.holder, request.key, _QUEUED, None, None, None, units)
+    unit, *extra = policy.free_units(tx.capacity, tx.taken)[:units]
+    tx.taken += [unit, *extra]
     expires_at = policy.hold_expiry(tx.now, tx.hold_seconds, tx.ends_at)
-    return _Admission(booking_id, request.holder, request.key, _HELD, unit, holds_before + 1, expires_at)
+    hold_number = holds_before + 1
+    return _Admission(
+        booking_id, request.holder, request.key, _HELD, unit, hold_number, expires_at, units, tuple(extra)
+    )
+
+
+async def _promote_newcomers(
+    tx: SlotTransaction, inserted: dict[UUID, dict[str, Any]]
+) -> dict[UUID, dict[str, Any]]:
+    """Offer the free units to the queue as the fill policy says, right after this batch queued;
+    answer the rows of this batch's bookings it promoted, as they are now."""
+    promoted_before = len(tx.holds_granted)
+    await promote(tx)
+    granted = tx.holds_granted[promoted_before:]
+    if granted:  # _insert wrote the queue's length before these left it
+        await tx.fetch("UPDATE slots SET waiting = $2 WHERE id = $1", tx.slot_id, tx.waiting)
+    # Only newcomers can be promoted here: the settlement before admission offered the same free
+    # units to everyone waiting then. A newcomer still waiting moves up past each one promoted
+    # from ahead of it, as of commit.
+    promoted = [booking_id for booking_id, _, _ in granted if booking_id in inserted]
+    if not promoted:
+        return {}
+    left = [int(inserted[booking_id]["queue_seq"]) for booking_id in promoted]
+    for booking_id, row in inserted.items():
+        key = str(booking_id)
+        if key in tx.places and booking_id not in promoted:
+            tx.places[key] -= sum(seq < int(row["queue_seq"]) for seq in left)
+    rows = await tx.fetch(f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = ANY($1::uuid[])", promoted)
+    return {row["id"]: row for row in rows}
 
 
 def _known(
@@ -220,11 +271,13 @@ async def _insert(
         "  UPDATE slots SET fence = fence + $2, version = version + 1, waiting = $3"
         "  WHERE id = $1 RETURNING fence, version),"
         " booking AS ("
-        "  INSERT INTO bookings (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key)"
+        "  INSERT INTO bookings (id, slot_id, holder, state, unit, fence, expires_at, idempotency_key,"
+        "   units, extra_units)"
         "  SELECT t.id, $1, t.holder, t.state, t.unit, (SELECT fence FROM slot) - $2 + t.hold_number,"
-        "   t.expires_at, t.key"
+        "   t.expires_at, t.key, t.units, t.extra_units::int[]"
         "  FROM unnest($4::uuid[], $5::text[], $6::text[], $7::int[], $8::int[], $9::timestamptz[],"
-        "   $10::text[]) AS t (id, holder, state, unit, hold_number, expires_at, key)"
+        "   $10::text[], $15::int[], $16::text[])"
+        "   AS t (id, holder, state, unit, hold_number, expires_at, key, units, extra_units)"
         f"  RETURNING {BOOKING_COLUMNS}),"
         " audit AS ("
         "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
@@ -253,6 +306,9 @@ async def _insert(
         [k[0] for k in keys],
         [k[1] for k in keys],
         [k[2] for k in keys],
+        [a.units for a in admitted],
+        # Array literals, one per booking: unnest() takes no array of arrays of unequal lengths.
+        ["{" + ",".join(map(str, a.extra_units)) + "}" for a in admitted],
     )
     by_id = {row["id"]: row for row in rows}
     tx.version = int(rows[0]["slot_version"])
@@ -271,9 +327,12 @@ async def _insert(
         if admission.state is _HELD:
             assert admission.expires_at is not None
             tx.holds_granted.append((admission.booking_id, int(row["fence"]), admission.expires_at))
-            tx.changes.append(Change(booking_id, None, _HELD, Event.HOLD, None, admission.expires_at))
+            tx.changes.append(
+                Change(booking_id, None, _HELD, Event.HOLD, None, admission.expires_at, units=admission.units)
+            )
     for row in queued:
-        tx.changes.append(Change(str(row["id"]), None, _QUEUED, Event.QUEUE, tx.places[str(row["id"])]))
+        place = tx.places[str(row["id"])]
+        tx.changes.append(Change(str(row["id"]), None, _QUEUED, Event.QUEUE, place, units=int(row["units"])))
     return by_id
 
 

@@ -62,7 +62,7 @@ def admit_args(slot_id: UUID, requests: Sequence[ReserveRequest], cap: int = 0) 
 
 _BOOKING_FIELDS = (
     "id", "slot_id", "holder", "state", "unit", "fence", "queue_seq", "expires_at", "created_at",
-    "group_id",
+    "group_id", "units",
 )  # fmt: skip
 
 Outcome = Reservation | DomainError
@@ -141,8 +141,10 @@ def _outcome(
     outcome = row["outcome"]
     if outcome == "capped":
         return TooManyBookings(cap)
-    if outcome == "reused":
-        return IdempotencyKeyReused(requests[int(row["ord"]) - 1].key)
+    request = requests[int(row["ord"]) - 1]
+    # The same key for another party size is another request (this batch asks one unit each).
+    if outcome == "reused" or (outcome == "replay" and int(row["units"]) != request.units):
+        return IdempotencyKeyReused(request.key)
     if outcome == "refused":
         assert refusal is not None, "admit_reservations refused what the domain accepts"
         return SlotClosed(str(slot_id), refusal)

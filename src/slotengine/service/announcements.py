@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from slotengine.domain.fill_policy import DEFAULT_FILL_POLICY, DEFAULT_MAX_PASS_OVERS, FillPolicy
 from slotengine.domain.states import BookingState, Event
 
 
@@ -21,6 +22,7 @@ class Change:
     # Place in the queue at the moment the booking joined or left it (changes apply in order).
     position: int | None = None
     expires_at: datetime | None = None  # of a hold this change granted
+    units: int = 1  # units of the slot the booking takes (or waits for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,8 @@ class SlotTerms:
     closed: bool
     max_extensions: int
     max_hold_seconds: int | None  # the slot's own cap; None: the policy's default
+    fill_policy: FillPolicy = DEFAULT_FILL_POLICY
+    max_pass_overs: int = DEFAULT_MAX_PASS_OVERS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +44,8 @@ class SlotTerms:
             "closed": self.closed,
             "maxExtensions": self.max_extensions,
             "maxHoldSeconds": self.max_hold_seconds,
+            "fillPolicy": self.fill_policy.value,
+            "maxPassOvers": self.max_pass_overs,
         }
 
     @classmethod
@@ -51,6 +57,9 @@ class SlotTerms:
             closed=bool(data["closed"]),
             max_extensions=int(data["maxExtensions"]),
             max_hold_seconds=data["maxHoldSeconds"],
+            # Terms kept before fill policies existed (0013) had the defaults.
+            fill_policy=FillPolicy(data.get("fillPolicy", DEFAULT_FILL_POLICY)),
+            max_pass_overs=int(data.get("maxPassOvers", DEFAULT_MAX_PASS_OVERS)),
         )
 
 
@@ -76,6 +85,8 @@ class SlotAnnouncement:
                     "event": c.event.value,
                     "position": c.position,
                     "expiresAt": c.expires_at.isoformat() if c.expires_at else None,
+                    # Only for a party: a one-unit change reads as it always did.
+                    **({"units": c.units} if c.units != 1 else {}),
                 }
                 for c in self.changes
             ],
@@ -100,6 +111,7 @@ class SlotAnnouncement:
                     event=Event(c["event"]),
                     position=c.get("position"),
                     expires_at=datetime.fromisoformat(c["expiresAt"]) if c.get("expiresAt") else None,
+                    units=int(c.get("units", 1)),
                 )
                 for c in data["changes"]
             ),

@@ -104,6 +104,7 @@ def _audit(p: _Planned) -> AuditEntry:
         p.request.actor,
         p.request.reason,
         p.row["fence"],
+        units=int(p.row["units"]),
     )
 
 
@@ -137,7 +138,7 @@ def _follow(tx: SlotTransaction, planned: _Planned) -> bool:
         tx.queue_seqs[str(booking_id)] = int(row["queue_seq"])
         tx.waiting -= 1
     if planned.to_state not in OCCUPYING_STATES and row["unit"] is not None:
-        tx.unit_released(row["unit"])
+        tx.unit_released(row["unit"], row["extra_units"])
         return True
     return False
 

@@ -12,7 +12,9 @@ from slotengine.service.state_sql import CLAIMING_SQL, RESERVED
 from slotengine.service.views import BookingView
 from slotengine.store.database import connection
 
-BOOKING_COLUMNS = "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at, group_id"
+BOOKING_COLUMNS = (
+    "id, slot_id, holder, state, unit, fence, queue_seq, expires_at, created_at, group_id, units, extra_units"
+)
 
 
 async def capped_holders(holders: Sequence[str], slot_id: UUID, cap: int) -> set[str]:
@@ -53,6 +55,7 @@ def booking_view(row: dict[str, Any], queue_position: int | None) -> BookingView
         queue_position=queue_position if state is BookingState.PENDING else None,
         created_at=row["created_at"],
         group_id=str(row["group_id"]) if row.get("group_id") else None,
+        units=int(row.get("units") or 1),
     )
 
 

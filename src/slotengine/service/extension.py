@@ -96,7 +96,14 @@ async def _extend(
     assert updated is not None  # the slot lock keeps the hold as settle() left it: live
     fence = int(updated["fence"])
     await tx.record(
-        booking_id, state, _EXTENDED, Event.EXTEND, caller.holder, fence=fence, expires_at=expires_at
+        booking_id,
+        state,
+        _EXTENDED,
+        Event.EXTEND,
+        caller.holder,
+        fence=fence,
+        expires_at=expires_at,
+        units=int(updated["units"]),
     )
     # A timer for the new expiry; the old one fires with the old fence and changes nothing.
     tx.holds_granted.append((booking_id, fence, expires_at))

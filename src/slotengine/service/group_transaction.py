@@ -32,7 +32,8 @@ from slotengine.service.unit_of_work import SlotTransaction
 log = logging.getLogger(__name__)
 
 _LOCK_SQL = (
-    "SELECT id, capacity, hold_seconds, closed, starts_at, ends_at, version, waiting, now() AS db_now"
+    "SELECT id, capacity, hold_seconds, closed, starts_at, ends_at, version, waiting, fill_policy,"
+    " max_pass_overs, now() AS db_now"
     " FROM slots WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 )
 

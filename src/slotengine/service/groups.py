@@ -452,7 +452,7 @@ async def _settle_all(group: GroupTransaction) -> None:
     common case, nothing due anywhere, costs that statement only)."""
     rows = await group.fetch(
         "SELECT s.id,"
-        " ARRAY(SELECT unit FROM bookings WHERE slot_id = s.id AND unit IS NOT NULL) AS taken,"
+        " ARRAY(SELECT unit FROM booking_units WHERE slot_id = s.id) AS taken,"
         f" EXISTS (SELECT 1 FROM bookings WHERE slot_id = s.id AND state = {RESERVED}"
         "  AND expires_at <= now()) AS hold_due"
         " FROM unnest($1::uuid[]) AS s (id)",

@@ -46,9 +46,10 @@ async def _one(sql: str, *args: Any) -> dict[str, Any] | None:
 async def _slot_snapshot(slot_id: UUID) -> tuple[SlotView, int] | None:
     row = await _one(
         "SELECT s.id, s.resource, s.starts_at, s.ends_at, s.capacity, s.hold_seconds, s.closed,"
-        " s.max_extensions, s.max_hold_seconds, s.version,"
-        f" (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.state = {RESERVED}) AS held,"
-        " (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id"
+        " s.max_extensions, s.max_hold_seconds, s.fill_policy, s.max_pass_overs, s.version,"
+        " (SELECT coalesce(sum(b.units), 0) FROM bookings b WHERE b.slot_id = s.id"
+        f"   AND b.state = {RESERVED}) AS held,"
+        " (SELECT coalesce(sum(b.units), 0) FROM bookings b WHERE b.slot_id = s.id"
         f"   AND b.state IN {SETTLED_SQL}) AS confirmed,"
         " s.waiting"  # kept on the slot's row: never a walk of the queue
         " FROM slots s WHERE s.id = $1",
@@ -60,12 +61,13 @@ async def _slot_snapshot(slot_id: UUID) -> tuple[SlotView, int] | None:
     return view, int(row["version"])
 
 
-def _occupancy_delta(state: BookingState | None) -> tuple[int, int, int]:
-    """(held, confirmed, waiting) that one booking in `state` contributes to its slot."""
+def _occupancy_delta(state: BookingState | None, units: int = 1) -> tuple[int, int, int]:
+    """(held units, confirmed units, waiting entries) that one booking of `units` units in `state`
+    contributes to its slot."""
     if state is S.RESERVED:
-        return 1, 0, 0
+        return units, 0, 0
     if state in (S.CONFIRMED, S.COMPLETED):
-        return 0, 1, 0
+        return 0, units, 0
     if state is S.PENDING:
         return 0, 0, 1
     return 0, 0, 0
@@ -75,8 +77,8 @@ def apply_to_slot(view: SlotView, announcement: SlotAnnouncement) -> SlotView:
     """The slot's counts after the changes of one announcement."""
     held, confirmed, waiting = view.held, view.confirmed, view.queue_length
     for change in announcement.changes:
-        before = _occupancy_delta(change.from_state)
-        after = _occupancy_delta(change.to_state)
+        before = _occupancy_delta(change.from_state, change.units)
+        after = _occupancy_delta(change.to_state, change.units)
         held += after[0] - before[0]
         confirmed += after[1] - before[1]
         waiting += after[2] - before[2]
@@ -92,6 +94,8 @@ def _with_terms(view: SlotView, terms: SlotTerms) -> SlotView:
         closed=terms.closed,
         max_extensions=terms.max_extensions,
         max_hold_seconds=terms.max_hold_seconds,
+        fill_policy=terms.fill_policy,
+        max_pass_overs=terms.max_pass_overs,
     )
 
 
@@ -100,8 +104,8 @@ def unapply_from_slot(view: SlotView, announcements: list[SlotAnnouncement]) -> 
     held, confirmed, waiting = view.held, view.confirmed, view.queue_length
     for announcement in announcements:
         for change in announcement.changes:
-            before = _occupancy_delta(change.from_state)
-            after = _occupancy_delta(change.to_state)
+            before = _occupancy_delta(change.from_state, change.units)
+            after = _occupancy_delta(change.to_state, change.units)
             held -= after[0] - before[0]
             confirmed -= after[1] - before[1]
             waiting -= after[2] - before[2]
@@ -437,7 +441,7 @@ async def queue_pace(slot_id: UUID, capacity: int) -> _QueuePace:
     record = await replay.hold_record(slot_id, replay.LATEST)
     row = await _one(
         "SELECT EXTRACT(EPOCH FROM min(expires_at) FILTER (WHERE state = "
-        f"{RESERVED} AND expires_at > now()) - now()) AS next_release, count(*) AS occupied"
+        f"{RESERVED} AND expires_at > now()) - now()) AS next_release, coalesce(sum(units), 0) AS occupied"
         " FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL",
         slot_id,
     )

@@ -38,7 +38,7 @@ async def rebuild_mirror(
 
     Returns the length of the queue it found (the one place that counts it)."""
     rows = await conn.execute_query_dict(
-        "SELECT id, state, expires_at, queue_seq FROM bookings WHERE slot_id = $1"
+        "SELECT id, state, expires_at, queue_seq, units FROM bookings WHERE slot_id = $1"
         f" AND state IN {MIRRORED_SQL} ORDER BY queue_seq",
         [slot_id],
     )
@@ -47,11 +47,12 @@ async def rebuild_mirror(
     settled = 0
     for row in rows:
         if row["state"] == BookingState.RESERVED:
-            holds += [epoch_ms(row["expires_at"]), str(row["id"])]
+            for member in hold_members(str(row["id"]), int(row["units"])):
+                holds += [epoch_ms(row["expires_at"]), member]
         elif row["state"] == BookingState.PENDING:
             queue += [row["queue_seq"], str(row["id"])]
         else:
-            settled += 1
+            settled += int(row["units"])
     await scripts.sync_slot(
         engine.redis,
         engine.keys(str(slot_id)).all(),
@@ -127,6 +128,12 @@ class MirrorOp:
         return [self.name, self.booking_id, self.number]
 
 
+def hold_members(booking_id: str, units: int) -> list[str]:
+    """The members a hold of `units` units has in the mirror's holds set, one per unit, so that the
+    set counts units (its first is the booking id, as for a one-unit hold)."""
+    return [booking_id] + [f"{booking_id}:{n}" for n in range(2, units + 1)]
+
+
 def mirror_ops(changes: Sequence[Change], queue_seqs: dict[str, int]) -> list[MirrorOp]:
     """The mirror operations that make Redis follow `changes`, in order.
 
@@ -136,17 +143,19 @@ def mirror_ops(changes: Sequence[Change], queue_seqs: dict[str, int]) -> list[Mi
     for change in changes:
         before, after = change.from_state, change.to_state
         if before is BookingState.RESERVED:
-            ops.append(MirrorOp("hold-", change.booking_id))
+            ops += [MirrorOp("hold-", member) for member in hold_members(change.booking_id, change.units)]
         elif before is BookingState.PENDING:
             ops.append(MirrorOp("queue-", change.booking_id))
         if after is BookingState.RESERVED:
             assert change.expires_at is not None
-            ops.append(MirrorOp("hold+", change.booking_id, epoch_ms(change.expires_at)))
+            expiry = epoch_ms(change.expires_at)
+            members = hold_members(change.booking_id, change.units)
+            ops += [MirrorOp("hold+", member, expiry) for member in members]
         elif after is BookingState.PENDING:
             ops.append(MirrorOp("queue+", change.booking_id, queue_seqs[change.booking_id]))
         settled = (after in _SETTLED_STATES) - (before in _SETTLED_STATES)
         if settled:
-            ops.append(MirrorOp("settled", number=settled))
+            ops.append(MirrorOp("settled", number=settled * change.units))
     return ops
 
 

@@ -49,11 +49,11 @@ _NEWEST = 2**63 - 1
 _SLOT_STATE = (
     "SELECT s.id AS slot_id, s.starts_at, s.ends_at, s.capacity, s.waiting, s.version,"
     " now() AS db_now,"
-    f" (SELECT count(*) FILTER (WHERE u.state = {RESERVED} AND u.expires_at > now())"
+    f" (SELECT coalesce(sum(u.units) FILTER (WHERE u.state = {RESERVED} AND u.expires_at > now()), 0)"
     "   FROM bookings u WHERE u.slot_id = s.id AND u.unit IS NOT NULL) AS held,"
-    f" (SELECT count(*) FILTER (WHERE u.state = {RESERVED} AND u.expires_at <= now())"
+    f" (SELECT coalesce(sum(u.units) FILTER (WHERE u.state = {RESERVED} AND u.expires_at <= now()), 0)"
     "   FROM bookings u WHERE u.slot_id = s.id AND u.unit IS NOT NULL) AS lapsed,"
-    f" (SELECT count(*) FILTER (WHERE u.state <> {RESERVED})"
+    f" (SELECT coalesce(sum(u.units) FILTER (WHERE u.state <> {RESERVED}), 0)"
     "   FROM bookings u WHERE u.slot_id = s.id AND u.unit IS NOT NULL) AS confirmed"
     " FROM slots s WHERE s.id = $1"
 )

@@ -9,6 +9,7 @@ only when something on a slot that has not ended is due; an ended slot is read a
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,16 +44,17 @@ SCAN_PER_SLOT = 4
 
 _SLOT_COLUMNS = (
     "s.id, s.resource, s.starts_at, s.ends_at, s.capacity, s.hold_seconds, s.closed,"
-    " s.max_extensions, s.max_hold_seconds, now() AS db_now"
+    " s.max_extensions, s.max_hold_seconds, s.fill_policy, s.max_pass_overs, now() AS db_now"
 )
 # Occupying bookings are exactly those with a unit (a CHECK constraint says so), which lets the
 # partial index on (slot_id, unit) answer; waiting ones use the queue's partial index.
+# Counts are of units (a booking may take several).
 _SLOT_COUNTS = (
-    f"(SELECT count(*) FILTER (WHERE b.state = '{S.RESERVED}' AND b.expires_at > now())"
+    f"(SELECT coalesce(sum(b.units) FILTER (WHERE b.state = '{S.RESERVED}' AND b.expires_at > now()), 0)"
     "   FROM bookings b WHERE b.slot_id = s.id AND b.unit IS NOT NULL) AS held,"
-    f" (SELECT count(*) FILTER (WHERE b.state = '{S.RESERVED}' AND b.expires_at <= now())"
+    f" (SELECT coalesce(sum(b.units) FILTER (WHERE b.state = '{S.RESERVED}' AND b.expires_at <= now()), 0)"
     "   FROM bookings b WHERE b.slot_id = s.id AND b.unit IS NOT NULL) AS lapsed,"
-    f" (SELECT count(*) FILTER (WHERE b.state <> '{S.RESERVED}')"
+    f" (SELECT coalesce(sum(b.units) FILTER (WHERE b.state <> '{S.RESERVED}'), 0)"
     "   FROM bookings b WHERE b.slot_id = s.id AND b.unit IS NOT NULL) AS confirmed,"
     # Kept on the slot's row by every change under its lock: never a walk of the queue.
     " s.waiting AS waiting"
@@ -80,6 +82,8 @@ async def create_slot(engine: Engine, caller: Caller, spec: policy.SlotSpec) -> 
         hold_seconds=spec.hold_seconds,
         max_extensions=spec.max_extensions,
         max_hold_seconds=spec.max_hold_seconds,
+        fill_policy=spec.fill_policy.value,
+        max_pass_overs=spec.max_pass_overs,
     )
     await settle_slot(engine, slot.id)  # writes the Redis mirror
     return SlotView(
@@ -95,6 +99,8 @@ async def create_slot(engine: Engine, caller: Caller, spec: policy.SlotSpec) -> 
         queue_length=0,
         max_extensions=slot.max_extensions,
         max_hold_seconds=slot.max_hold_seconds,
+        fill_policy=spec.fill_policy,
+        max_pass_overs=spec.max_pass_overs,
     )
 
 
@@ -208,7 +214,8 @@ async def list_slots(
 
 _BOOKING_QUERY = (
     "SELECT b.id, b.slot_id, b.holder, b.state, b.unit, b.fence, b.queue_seq, b.expires_at,"
-    " b.created_at, s.starts_at, s.ends_at, s.capacity, s.version AS slot_version, now() AS db_now,"
+    " b.created_at, b.units, b.extra_units, s.starts_at, s.ends_at, s.capacity,"
+    " s.version AS slot_version, now() AS db_now,"
     # The slot's counts: whether any booking of the slot is due, not only this one.
     f" {_SLOT_COUNTS}"
     " FROM bookings b JOIN slots s ON s.id = b.slot_id"
@@ -220,11 +227,9 @@ def booking_view_of(row: dict[str, Any]) -> BookingView:
     view = booking_view(row, row["position"])
     if view.state is S.RESERVED and row["expires_at"] <= row["db_now"]:
         # Only on an ended slot, which no read settles: the hold is dead all the same.
-        return BookingView(
-            view.id, view.slot_id, view.holder, S.EXPIRED, view.expires_at, None, view.created_at
-        )
+        return dataclasses.replace(view, state=S.EXPIRED, queue_position=None)
     if view.state is S.PENDING and policy.queue_has_lapsed(row["starts_at"], row["db_now"]):
-        return BookingView(view.id, view.slot_id, view.holder, S.EXPIRED, None, None, view.created_at)
+        return dataclasses.replace(view, state=S.EXPIRED, expires_at=None, queue_position=None)
     return view
 
 

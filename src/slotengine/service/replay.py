@@ -57,6 +57,7 @@ class Trail:
 
 _TRAIL_SQL = (
     "SELECT t.slot_version, t.booking_id, t.from_state, t.to_state, t.event, b.queue_seq, b.expires_at,"
+    " b.units,"
     f" CASE WHEN t.from_state = {RESERVED} AND t.to_state <> {RESERVED}"
     # A hold lasts from its grant to its end; its extensions (RESERVED to RESERVED) are part of it.
     " THEN EXTRACT(EPOCH FROM t.at - (SELECT x.at FROM transitions x"
@@ -115,6 +116,7 @@ def trail_of(
                 Event(row["event"]),
                 # A booking is held once: its expiry is the one this change granted.
                 expires_at=row["expires_at"] if to_state is BookingState.RESERVED else None,
+                units=int(row.get("units") or 1),
             )
         )
         trail.queue_seqs[booking_id] = int(row["queue_seq"])

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from slotengine.domain import policy
+from slotengine.domain import fill_policy, policy
 from slotengine.domain.errors import (
     BookingNotFound,
     DomainError,
@@ -35,10 +35,11 @@ from slotengine.service.views import BookingView, Caller
 log = logging.getLogger(__name__)
 
 
-async def reserve_slot(engine: Engine, caller: Caller, slot_id: str, key: str) -> BookingView:
-    """Hold a unit of the slot, or queue for one; the same caller and key replay the answer."""
+async def reserve_slot(engine: Engine, caller: Caller, slot_id: str, key: str, units: int = 1) -> BookingView:
+    """Hold `units` units of the slot as one booking, or queue for them; the same caller and key
+    replay the answer."""
     try:
-        booking, replayed = await _reserve_once(engine, caller, slot_id, key)
+        booking, replayed = await _reserve_once(engine, caller, slot_id, key, units)
     except DomainError as refusal:
         RESERVATIONS.labels(type(refusal).__name__).inc()
         raise
@@ -49,17 +50,20 @@ async def reserve_slot(engine: Engine, caller: Caller, slot_id: str, key: str) -
     return booking
 
 
-async def _reserve_once(engine: Engine, caller: Caller, slot_id: str, key: str) -> tuple[BookingView, bool]:
+async def _reserve_once(
+    engine: Engine, caller: Caller, slot_id: str, key: str, units: int
+) -> tuple[BookingView, bool]:
     try:
         policy.validate_idempotency_key(key)
         slot_uuid = parse_id("slotId", slot_id)
+        fill_policy.validate_units(units, policy.MAX_CAPACITY)  # the slot's own capacity: in the batch
     except ValidationError:
         await take_reserve_turn(engine, caller.holder)  # counts too, and RateLimited comes first
         raise
     # The turn against the rate limit and the cap on live bookings are taken in the batch.
     # Concurrent reservations of one slot in this process share one transaction.
     reservation: Reservation = await engine.reservations.submit(
-        slot_uuid, ReserveRequest(caller.holder, key), functools.partial(reserve_batch, engine)
+        slot_uuid, ReserveRequest(caller.holder, key, units), functools.partial(reserve_batch, engine)
     )
     return booking_view(reservation.row, reservation.position), reservation.replayed
 

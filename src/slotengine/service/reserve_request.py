@@ -10,6 +10,7 @@ from typing import Any
 class ReserveRequest:
     holder: str
     key: str
+    units: int = 1  # units of the slot the booking takes, as one booking
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from slotengine.domain import policy
+from slotengine.domain import fill_policy, policy
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.service.announcements import Change
 from slotengine.service.state_sql import PENDING, RESERVED
@@ -20,7 +21,7 @@ def snapshot_columns(slot_param: str) -> str:
     """Columns a read after the lock can carry so that settle() may be skipped: the taken units and
     whether a hold is due (`slot_param` is the slot id's parameter, e.g. "$3")."""
     return (
-        f"ARRAY(SELECT unit FROM bookings WHERE slot_id = {slot_param} AND unit IS NOT NULL) AS taken,"
+        f"ARRAY(SELECT unit FROM booking_units WHERE slot_id = {slot_param}) AS taken,"
         f" EXISTS (SELECT 1 FROM bookings WHERE slot_id = {slot_param} AND state = {RESERVED}"
         "  AND expires_at <= now()) AS hold_due"
     )
@@ -50,16 +51,17 @@ async def settle(tx: SlotTransaction) -> None:
         "WITH lapsed AS ("
         "  UPDATE bookings SET state = $2, unit = NULL, updated_at = now()"
         f"  WHERE slot_id = $1 AND state = {RESERVED} AND expires_at <= now()"
-        "  RETURNING id, fence, EXTRACT(EPOCH FROM clock_timestamp() - expires_at) AS late),"
+        "  RETURNING id, fence, units, EXTRACT(EPOCH FROM clock_timestamp() - expires_at) AS late),"
         " audit AS ("
         "  INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
         "   slot_version)"
         f"  SELECT id, {RESERVED}, $2, $3, $4, fence, $1, $5 FROM lapsed RETURNING booking_id)"
         " SELECT"
         "  ARRAY(SELECT booking_id FROM audit) AS expired,"
+        "  ARRAY(SELECT units FROM lapsed l JOIN audit a ON a.booking_id = l.id) AS expired_units,"
         "  ARRAY(SELECT late FROM lapsed) AS lateness,"
-        "  ARRAY(SELECT unit FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL"
-        "        AND id NOT IN (SELECT id FROM lapsed)) AS taken",
+        "  ARRAY(SELECT unit FROM booking_units WHERE slot_id = $1"
+        "        AND booking_id NOT IN (SELECT id FROM lapsed)) AS taken",
         tx.slot_id,
         _EXPIRED_BY_TTL,
         Event.EXPIRE.value,
@@ -69,8 +71,10 @@ async def settle(tx: SlotTransaction) -> None:
     assert row is not None
     tx.taken = list(row["taken"])
     tx.expiry_lateness = [float(seconds) for seconds in row["lateness"]]
-    for booking_id in row["expired"]:
-        tx.changes.append(Change(str(booking_id), BookingState.RESERVED, _EXPIRED_BY_TTL, Event.EXPIRE))
+    for booking_id, units in zip(row["expired"], row["expired_units"], strict=True):
+        tx.changes.append(
+            Change(str(booking_id), BookingState.RESERVED, _EXPIRED_BY_TTL, Event.EXPIRE, units=int(units))
+        )
     if policy.queue_has_lapsed(tx.starts_at, tx.now):
         await _lapse_queue(tx)
     else:
@@ -106,39 +110,63 @@ async def _lapse_queue(tx: SlotTransaction) -> None:
 
 
 async def promote(tx: SlotTransaction) -> None:
-    """Offer each free unit to the head of the queue, in arrival order."""
+    """Offer the free units to the queue, in arrival order, as the slot's fill policy says
+    (domain/fill_policy.py): each entry offered all its units at once."""
     free = policy.free_units(tx.capacity, tx.taken)
     if not free or not tx.waiting:
         return
     heads = await tx.fetch(
-        f"SELECT id, group_id FROM bookings WHERE slot_id = $1 AND state = {PENDING}"
+        f"SELECT id, group_id, units, passed_over FROM bookings WHERE slot_id = $1 AND state = {PENDING}"
         " ORDER BY queue_seq LIMIT $2",
         tx.slot_id,
-        len(free),
+        fill_policy.queue_window(tx.fill_policy, len(free)),
     )
     # FIFO around waiting groups: nobody passes a group's entry. A group is offered all its slots
     # at once, by a transaction locking them all, never by one slot's promotion.
-    singles, group_at_head = policy.heads_before_group([(r["id"], r["group_id"]) for r in heads])
-    if group_at_head is not None and len(singles) < len(free):
+    singles, group_at_head = policy.heads_before_group([(r, r["group_id"]) for r in heads])
+    waiters = [fill_policy.Waiter(r["id"], int(r["units"]), int(r["passed_over"])) for r in singles]
+    offers = fill_policy.offers(tx.fill_policy, len(free), waiters, tx.max_pass_overs)
+    if group_at_head is not None and len(offers.offered) == len(singles) and offers.units_left > 0:
         tx.groups_to_offer.add(group_at_head)
+    if offers.passed:
+        await tx.fetch(
+            "UPDATE bookings b SET passed_over = b.passed_over + p.n"
+            " FROM unnest($1::uuid[], $2::int[]) AS p (id, n) WHERE b.id = p.id",
+            list(offers.passed),
+            list(offers.passed.values()),
+        )
     expires_at = policy.hold_expiry(tx.now, tx.hold_seconds, tx.ends_at)
-    for booking_id, unit in policy.promotions(free, singles):
-        fence = await promote_booking(tx, booking_id, unit, expires_at)
-        tx.holds_granted.append((booking_id, fence, expires_at))
+    still_waiting = [w.key for w in waiters]
+    for waiter in offers.offered:
+        units = policy.free_units(tx.capacity, tx.taken)[: waiter.units]
+        # Its place as it leaves: behind the entries it passed over (FIRST_FIT), else the head.
+        place = still_waiting.index(waiter.key) + 1
+        still_waiting.remove(waiter.key)
+        fence = await promote_booking(tx, waiter.key, units[0], expires_at, units[1:], place)
+        tx.holds_granted.append((waiter.key, fence, expires_at))
 
 
-async def promote_booking(tx: SlotTransaction, booking_id: UUID, unit: int, expires_at: datetime) -> int:
-    """Give the waiting booking `unit` with a new fence, audited and announced as a promotion from
-    the head of the queue as it stands; answer the fence (its expiry timer is the caller's)."""
+async def promote_booking(
+    tx: SlotTransaction,
+    booking_id: UUID,
+    unit: int,
+    expires_at: datetime,
+    extra_units: Sequence[int] = (),
+    place: int = 1,
+) -> int:
+    """Give the waiting booking `unit` (and `extra_units`, for a party) with a new fence, audited and
+    announced as a promotion from the queue as it stands; answer the fence (its expiry timer is
+    the caller's)."""
     row = await tx.fetch_one(
         "WITH fence AS (UPDATE slots SET fence = fence + 1 WHERE id = $2 RETURNING fence),"
         " promoted AS ("
-        "  UPDATE bookings SET state = $3, unit = $4, expires_at = $5, updated_at = now(),"
-        "   fence = (SELECT fence FROM fence)"
-        f"  WHERE id = $1 AND state = {PENDING} RETURNING id, fence)"
+        "  UPDATE bookings SET state = $3, unit = $4, extra_units = $9, expires_at = $5,"
+        "   updated_at = now(), fence = (SELECT fence FROM fence)"
+        f"  WHERE id = $1 AND state = {PENDING} RETURNING id, fence, units)"
         " INSERT INTO transitions (booking_id, from_state, to_state, event, actor, fence, slot_id,"
         "  slot_version)"
-        f" SELECT id, {PENDING}, $3, $6, $7, fence, $2, $8 FROM promoted RETURNING fence",
+        f" SELECT id, {PENDING}, $3, $6, $7, fence, $2, $8 FROM promoted RETURNING fence,"
+        " (SELECT units FROM promoted) AS units",
         booking_id,
         tx.slot_id,
         _PROMOTED,
@@ -147,9 +175,20 @@ async def promote_booking(tx: SlotTransaction, booking_id: UUID, unit: int, expi
         Event.PROMOTE.value,
         SYSTEM_ACTOR,
         tx.change_version,
+        list(extra_units),
     )
     assert row is not None  # the slot lock keeps the queue as we read it
-    tx.taken.append(unit)
+    tx.taken += [unit, *extra_units]
     tx.waiting -= 1
-    tx.changes.append(Change(str(booking_id), BookingState.PENDING, _PROMOTED, Event.PROMOTE, 1, expires_at))
+    tx.changes.append(
+        Change(
+            str(booking_id),
+            BookingState.PENDING,
+            _PROMOTED,
+            Event.PROMOTE,
+            place,
+            expires_at,
+            units=int(row["units"]),
+        )
+    )
     return int(row["fence"])

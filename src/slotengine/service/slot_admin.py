@@ -14,6 +14,7 @@ from uuid import UUID
 
 from slotengine.domain import policy
 from slotengine.domain.errors import NotAuthorized, SlotNotFound
+from slotengine.domain.fill_policy import FillPolicy, validate_max_pass_overs
 from slotengine.domain.states import BookingState, Event, Role, transition
 from slotengine.service import queries
 from slotengine.service.announcements import Change, SlotTerms
@@ -37,6 +38,8 @@ class SlotUpdate:
     hold_seconds: int | None = None
     max_extensions: int | None = None
     max_hold_seconds: int | None = None
+    fill_policy: FillPolicy | None = None
+    max_pass_overs: int | None = None
 
 
 async def close_slot(engine: Engine, caller: Caller, slot_id: str, reason: str | None) -> SlotView:
@@ -112,22 +115,30 @@ async def _update(engine: Engine, slot_id: UUID, update: SlotUpdate) -> None:
         max_hold_seconds = (
             previous.max_hold_seconds if update.max_hold_seconds is None else update.max_hold_seconds
         )
+        fill = tx.fill_policy if update.fill_policy is None else update.fill_policy
+        max_pass_overs = tx.max_pass_overs if update.max_pass_overs is None else update.max_pass_overs
         policy.validate_terms(capacity, hold_seconds)
         policy.validate_extension_terms(hold_seconds, max_extensions, max_hold_seconds)
+        validate_max_pass_overs(max_pass_overs)
         policy.check_capacity(capacity, len(tx.taken))
         # Units above a smaller capacity move down first: the database refuses the capacity while
-        # a unit above it is in use (migration 0006), and a unit above its capacity (0001).
+        # a unit above it is in use (migrations 0006, 0013), and a unit above its capacity (0001,
+        # 0013). A unit may be a party's first or one of its others.
         for above, below in policy.renumbering(capacity, tx.taken):
             await tx.conn.execute_query(
-                "UPDATE bookings SET unit = $3 WHERE slot_id = $1 AND unit = $2", [slot_id, above, below]
+                "UPDATE bookings SET unit = CASE WHEN unit = $2 THEN $3 ELSE unit END,"
+                " extra_units = array_replace(extra_units, $2, $3)"
+                " WHERE slot_id = $1 AND (unit = $2 OR $2 = ANY(extra_units))",
+                [slot_id, above, below],
             )
             tx.taken[tx.taken.index(above)] = below
         await tx.conn.execute_query(
-            "UPDATE slots SET capacity = $2, hold_seconds = $3, max_extensions = $4, max_hold_seconds = $5"
-            " WHERE id = $1",
-            [slot_id, capacity, hold_seconds, max_extensions, max_hold_seconds],
+            "UPDATE slots SET capacity = $2, hold_seconds = $3, max_extensions = $4, max_hold_seconds = $5,"
+            " fill_policy = $6, max_pass_overs = $7 WHERE id = $1",
+            [slot_id, capacity, hold_seconds, max_extensions, max_hold_seconds, fill.value, max_pass_overs],
         )
         tx.capacity, tx.hold_seconds = capacity, hold_seconds
+        tx.fill_policy, tx.max_pass_overs = fill, max_pass_overs
         if not policy.queue_has_lapsed(tx.starts_at, tx.now):
             await promote(tx)  # new units go to the head of the queue, one by one, each audited
         await _changed_terms(tx, previous)
@@ -171,12 +182,19 @@ async def _expire_queue(tx: SlotTransaction, actor: str, reason: str) -> None:
 async def _terms(tx: SlotTransaction) -> SlotTerms:
     """The slot's terms as they stand in this transaction."""
     row = await tx.fetch_one(
-        "SELECT capacity, hold_seconds, closed, max_extensions, max_hold_seconds FROM slots WHERE id = $1",
+        "SELECT capacity, hold_seconds, closed, max_extensions, max_hold_seconds, fill_policy,"
+        " max_pass_overs FROM slots WHERE id = $1",
         tx.slot_id,
     )
     assert row is not None
     return SlotTerms(
-        row["capacity"], row["hold_seconds"], row["closed"], row["max_extensions"], row["max_hold_seconds"]
+        row["capacity"],
+        row["hold_seconds"],
+        row["closed"],
+        row["max_extensions"],
+        row["max_hold_seconds"],
+        FillPolicy(row["fill_policy"]),
+        int(row["max_pass_overs"]),
     )
 
 

@@ -22,6 +22,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from slotengine.domain.errors import DomainError, SlotNotFound
+from slotengine.domain.fill_policy import DEFAULT_FILL_POLICY, DEFAULT_MAX_PASS_OVERS, FillPolicy
 from slotengine.domain.states import BookingState, Event
 from slotengine.service.after_commit import Committed, after_commit
 from slotengine.service.announcements import Change, SlotTerms
@@ -46,6 +47,7 @@ class AuditEntry:
     reason: str | None = None
     fence: int | None = None
     expires_at: datetime | None = None  # of a hold this change granted (announced, not audited)
+    units: int = 1  # units the booking takes (announced, and followed by the mirror)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class SlotTransaction:
     now: datetime  # PostgreSQL's now(): the one clock that decides
     version: int  # the slot's version: as locked, then once this transaction's changes are counted
     waiting: int  # the queue's length, kept on the slot's row and kept current by every change
+    fill_policy: FillPolicy = DEFAULT_FILL_POLICY  # who is offered freed units (domain/fill_policy.py)
+    max_pass_overs: int = DEFAULT_MAX_PASS_OVERS
     # Rebuild the mirror from PostgreSQL at commit instead of applying the changes to it.
     mirror_stale: bool = False
     changes: list[Change] = field(default_factory=list)
@@ -102,6 +106,8 @@ class SlotTransaction:
             now=row["db_now"],
             version=int(row["version"]),
             waiting=int(row["waiting"]),
+            fill_policy=FillPolicy(row.get("fill_policy", DEFAULT_FILL_POLICY)),
+            max_pass_overs=int(row.get("max_pass_overs", DEFAULT_MAX_PASS_OVERS)),
         )
 
     @property
@@ -133,10 +139,11 @@ class SlotTransaction:
         fence: int | None = None,
         position: int | None = None,
         expires_at: datetime | None = None,
+        units: int = 1,
     ) -> None:
         """Write one audit row, in this transaction, for a change already made."""
         await self.record_many(
-            [AuditEntry(booking_id, from_state, to_state, event, actor, reason, fence, expires_at)]
+            [AuditEntry(booking_id, from_state, to_state, event, actor, reason, fence, expires_at, units)]
         )
         if position is not None:
             self.changes[-1] = dataclasses.replace(self.changes[-1], position=position)
@@ -165,13 +172,17 @@ class SlotTransaction:
             self.change_version,
         )
         for e in entries:
-            change = Change(str(e.booking_id), e.from_state, e.to_state, e.event, expires_at=e.expires_at)
+            change = Change(
+                str(e.booking_id), e.from_state, e.to_state, e.event, expires_at=e.expires_at, units=e.units
+            )
             self.changes.append(change)
 
-    def unit_released(self, unit: int | None) -> None:
-        """Keep the snapshot true after a booking in this transaction gave up its unit."""
+    def unit_released(self, unit: int | None, extra_units: Sequence[int] = ()) -> None:
+        """Keep the snapshot true after a booking in this transaction gave up its unit(s)."""
         if unit is not None:
             self.taken.remove(unit)
+            for extra in extra_units:
+                self.taken.remove(extra)
 
     @property
     def announces(self) -> bool:
@@ -327,7 +338,10 @@ class LockRead:
     args: tuple[Any, ...]
 
 
-_SLOT_COLUMNS = "s.capacity, s.hold_seconds, s.closed, s.starts_at, s.ends_at, s.version, s.waiting"
+_SLOT_COLUMNS = (
+    "s.capacity, s.hold_seconds, s.closed, s.starts_at, s.ends_at, s.version, s.waiting,"
+    " s.fill_policy, s.max_pass_overs"
+)
 
 
 async def _lock(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from slotengine.domain.fill_policy import DEFAULT_FILL_POLICY, DEFAULT_MAX_PASS_OVERS, FillPolicy
 from slotengine.domain.policy import DEFAULT_MAX_EXTENSIONS
 from slotengine.domain.states import BookingState
 
@@ -27,6 +28,8 @@ class SlotView:
     queue_length: int
     max_extensions: int = DEFAULT_MAX_EXTENSIONS
     max_hold_seconds: int | None = None  # the slot's own cap; None: policy's default
+    fill_policy: FillPolicy = DEFAULT_FILL_POLICY
+    max_pass_overs: int = DEFAULT_MAX_PASS_OVERS
 
     @property
     def available(self) -> int:
@@ -48,6 +51,8 @@ class SlotView:
             queue_length=queue_length,
             max_extensions=row["max_extensions"],
             max_hold_seconds=row["max_hold_seconds"],
+            fill_policy=FillPolicy(row.get("fill_policy", DEFAULT_FILL_POLICY)),
+            max_pass_overs=int(row.get("max_pass_overs", DEFAULT_MAX_PASS_OVERS)),
         )
 
 
@@ -61,6 +66,7 @@ class BookingView:
     queue_position: int | None
     created_at: datetime
     group_id: str | None = None  # the booking group it belongs to (reserveSlots), if any
+    units: int = 1  # units of the slot it takes (or waits for), as one booking
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,8 @@ class Slot(Model):
     closed = fields.BooleanField(default=False)
     max_extensions = fields.IntField(default=1)
     max_hold_seconds = fields.IntField(null=True)  # None: 3 x hold_seconds (policy.hold_cap_seconds)
+    fill_policy = fields.TextField(default="STRICT_FIFO")  # domain/fill_policy.py FillPolicy
+    max_pass_overs = fields.IntField(default=3)
     fence = fields.BigIntField(default=0)
     version = fields.BigIntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
