@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import pytest
 
 from slotengine.domain import policy
@@ -17,7 +18,7 @@ from slotengine.service.admission_function import ADMIT_SQL, admit_args
 from slotengine.service.engine import Engine
 from slotengine.service.reserve_request import ReserveRequest
 from slotengine.service.settlement import settled_already
-from slotengine.store.database import connection
+from slotengine.store.database import connection, create_database, migrate
 
 HELD = transition(None, Event.HOLD, Role.HOLDER)
 QUEUED = transition(None, Event.QUEUE, Role.HOLDER)
@@ -238,3 +239,37 @@ async def test_a_live_booking_found_again_names_its_group() -> None:
         ("row", booking_id, group_id),
         ("new", rows[2]["id"], None),
     ]
+
+
+async def test_a_plan_made_on_an_empty_table_still_probes_when_the_table_has_grown(
+    postgres_server_url: str,
+) -> None:
+    """The function runs on generic plans cached per connection: one made while `bookings` was
+    empty must not scan the whole table once it holds thousands of bookings (0014)."""
+    url = await create_database(postgres_server_url, f"slotengine_plan_{uuid.uuid4().hex[:12]}")
+    await migrate(url)
+    early, other = await asyncpg.connect(url.split("?")[0]), await asyncpg.connect(url.split("?")[0])
+    try:
+        starts = datetime.now(UTC) + timedelta(hours=1)
+        slots = [uuid.uuid4() for _ in range(20)]
+        await other.executemany(
+            "INSERT INTO slots (id, resource, starts_at, ends_at, capacity, hold_seconds)"
+            " VALUES ($1, 'plan', $2, $3, 500, 60)",
+            [(slot, starts, starts + timedelta(minutes=30)) for slot in slots],
+        )
+        batch = lambda slot, tag, n: admit_args(  # noqa: E731
+            slot, [ReserveRequest(f"{tag}-{i}", "key") for i in range(n)]
+        )
+        await early.fetch(ADMIT_SQL, *batch(slots[0], "early", 1))  # its plans are made now
+        for i, slot in enumerate(slots):
+            await other.fetch(ADMIT_SQL, *batch(slot, f"grow{i}", 250))
+        async with early.transaction():
+            await early.fetch(ADMIT_SQL, *batch(slots[1], "late", 3))
+            scans = await early.fetchval(
+                "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'bookings'"
+            )
+        assert await other.fetchval("SELECT count(*) FROM bookings") == 5004
+        assert scans == 0
+    finally:
+        await early.close()
+        await other.close()

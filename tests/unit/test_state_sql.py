@@ -84,8 +84,7 @@ def test_the_boards_state_sets_are_the_domains() -> None:
 
 
 def test_the_admission_function_names_only_the_index_predicates() -> None:
-    folder = resources.files("slotengine.store") / "migrations"
-    function = (folder / "0005_admission_function.sql").read_text()
+    function = _latest_definition("admit_reservations")
     # The states and events it writes are passed by the caller (service/admission_function.py);
     # the only literals are the two lookups' state sets, which must be the domain's.
     live = re.search(r"AND b\.state IN \(([^)]*)\) LIMIT 1", function)
@@ -96,3 +95,12 @@ def test_the_admission_function_names_only_the_index_predicates() -> None:
     rest = function.replace(live.group(0), "").replace(claiming.group(0), "")
     assert _states(rest) == set()
     assert not re.findall(r"'(" + "|".join(e.value for e in Event) + r")'", function)
+
+
+def _latest_definition(name: str) -> str:
+    """The text of the function `name` as the last migration defining it has it."""
+    folder = Path(str(resources.files("slotengine.store"))) / "migrations"
+    found = re.compile(rf"CREATE (?:OR REPLACE )?FUNCTION {name}\(.*?\n\$\$;", re.DOTALL)
+    definitions = [m.group(0) for f in sorted(folder.glob("*.sql")) for m in found.finditer(f.read_text())]
+    assert definitions, f"no migration defines {name}()"
+    return definitions[-1]
