@@ -12,6 +12,7 @@ from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
 
 from slotengine.redis.connection import RedisClient
+from slotengine.redis.pipelining import PipelineBatcher
 
 
 class LuaScript:
@@ -33,15 +34,22 @@ class LuaScript:
             self.reloads += 1
             return await redis.eval(self.source, len(keys), *keys, *args)
 
-    async def run_many(self, redis: RedisClient, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run the script once per (keys, args): one pipelined round trip (concurrent calls on a cluster)."""
+    async def run_many(
+        self,
+        redis: RedisClient,
+        calls: Sequence[tuple[list[str], list[Any]]],
+        batcher: PipelineBatcher | None = None,
+    ) -> list[Any]:
+        """Run the script once per (keys, args): one pipelined round trip, shared with other callers
+        through `batcher` if given (concurrent calls on a cluster)."""
         if isinstance(redis, RedisCluster):
             # A cluster pipeline refuses EVALSHA: one call per key set, each to its own node.
             return list(await asyncio.gather(*(self(redis, keys, args) for keys, args in calls)))
         async with redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self.sha, len(keys), *keys, *args)
-            results = list(await pipe.execute(raise_on_error=False))
+            sent = pipe.execute(raise_on_error=False) if batcher is None else batcher.execute(pipe)
+            results = list(await sent)
         # A pipeline is not atomic: a flush can land between its calls, so only some may have
         # found the script missing. Only those run again; the others ran once already.
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]

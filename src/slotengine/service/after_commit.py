@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from slotengine.metrics import lateness_fields
@@ -117,7 +118,12 @@ async def _send(
         lateness_key = expiry_lateness_key(engine.prefix)
         for name, increment in lateness_fields(done.expiry_lateness).items():
             pipe.hincrbyfloat(lateness_key, name, increment)
-        sent: list[Awaitable[Any]] = [pipe.execute(raise_on_error=False)]
+        batcher = engine.pipelines
+        sent: list[Awaitable[Any]] = [
+            batcher.execute(pipe)
+            if batcher is not None and isinstance(pipe, Pipeline)
+            else pipe.execute(raise_on_error=False)
+        ]
         if mirror is not None and separate:
             sent.append(scripts.apply_changes(engine.redis, mirror.keys, mirror.args))
         if announcement is not None and separate:

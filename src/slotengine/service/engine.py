@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio import Redis
+
 from slotengine.config import Settings, required
 from slotengine.domain.webhook_policy import AddressRules, DeliveryRules
 from slotengine.redis.connection import RedisClient, connect
 from slotengine.redis.keys import SlotKeys, slot_channel, slot_keys
+from slotengine.redis.pipelining import PipelineBatcher
 from slotengine.redis.slot_channels import SlotChannels
 from slotengine.scheduling.source import DueTimeScheduleSource
 from slotengine.service.combining import Combiner
@@ -35,6 +38,9 @@ class Engine:
     reservations: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
     # And of concurrent confirms, cancels and completes, per slot (see service/booking_changes.py).
     changes: Combiner[Any, Any, Any] = field(default_factory=Combiner, compare=False)
+    # This process's small pipelines, merged into shared round trips (None on a cluster, whose
+    # pipelines split per node and refuse EVALSHA; see redis/pipelining.py).
+    pipelines: PipelineBatcher | None = field(default=None, compare=False)
 
     def keys(self, slot_id: str) -> SlotKeys:
         return slot_keys(self.prefix, slot_id)
@@ -96,6 +102,7 @@ def engine_on(
         resume_window_versions=resume_window_versions,
         read_gate=read_gate or ReadGate(connections=5, wait_seconds=2.0),
         webhooks=webhooks or DeliveryRules(),
+        pipelines=PipelineBatcher(redis) if isinstance(redis, Redis) else None,
     )
 
 

@@ -57,7 +57,9 @@ async def take_reserve_turns(engine: Engine, holders: Sequence[str]) -> list[Rat
         return list(await asyncio.gather(*(_take_cluster_turn(engine, holder) for holder in holders)))
     args = scripts.turn_args(WINDOW_SECONDS * 1000, limit)
     answers = await scripts.take_turn.run_many(
-        engine.redis, [([reserve_rate_key(engine.prefix, holder)], args) for holder in holders]
+        engine.redis,
+        [([reserve_rate_key(engine.prefix, holder)], args) for holder in holders],
+        engine.pipelines,
     )
     return [_refusal(scripts.parse_turn(answer)) for answer in answers]
 
