@@ -102,6 +102,24 @@ async def test_created_slots_are_listed_by_the_slots_query(gql: GraphQL) -> None
     assert [s["startsAt"] for s in listed] == [s["startsAt"] for s in batch["slots"]]
 
 
+async def test_created_slots_take_the_fill_policy_given_else_strict_fifo(gql: GraphQL) -> None:
+    terms = "query($r: String!) { slots(resource: $r, first: 200) { fillPolicy maxPassOvers } }"
+    first_fit, plain = resource(), resource()
+    batch = await create(
+        gql, week_input(first_fit, date(2031, 3, 3), fillPolicy="FIRST_FIT", maxPassOvers=2, capacity=4)
+    )
+    assert batch["__typename"] == "SlotBatch"
+    await create(gql, week_input(plain, date(2031, 3, 3)))
+
+    assert {
+        (s["fillPolicy"], s["maxPassOvers"])
+        for s in (await gql.run(terms, {"r": first_fit}, as_=ADMIN))["slots"]
+    } == {("FIRST_FIT", 2)}
+    assert {
+        (s["fillPolicy"], s["maxPassOvers"]) for s in (await gql.run(terms, {"r": plain}, as_=ADMIN))["slots"]
+    } == {("STRICT_FIFO", 3)}
+
+
 async def test_a_slot_that_ended_days_ago_still_reads_its_counts(gql: GraphQL) -> None:
     # Its Redis mirror expires as soon as it is written: the counts come from PostgreSQL.
     slot_id = await gql.create_slot(starts_in=-timedelta(days=3))
@@ -172,6 +190,8 @@ async def test_only_an_admin_can_create_slots_in_bulk(gql: GraphQL, caller: str 
         ({"everyMinutes": -5}, "everyMinutes"),
         ({"capacity": 0}, "capacity"),
         ({"holdSeconds": 0}, "holdSeconds"),
+        ({"maxPassOvers": -1}, "maxPassOvers"),
+        ({"maxPassOvers": 1001}, "maxPassOvers"),
     ],
 )
 async def test_a_bad_pattern_is_a_validation_error_naming_the_field(

@@ -446,6 +446,8 @@ class Mutation:
             hold_seconds=input.hold_seconds,
             max_extensions=input.max_extensions,
             max_hold_seconds=input.max_hold_seconds,
+            fill_policy=input.fill_policy,
+            max_pass_overs=input.max_pass_overs,
         )
         ctx = info.context
         return await _answer(

@@ -384,6 +384,13 @@ class CreateSlotsInput:
         default=None,
         description="How long one hold may last in all, extensions included; null: 3 x holdSeconds.",
     )
+    fill_policy: FillPolicy = strawberry.field(
+        default=DEFAULT_FILL_POLICY, description="Who is offered units as they free."
+    )
+    max_pass_overs: int = strawberry.field(
+        default=DEFAULT_MAX_PASS_OVERS,
+        description="Under FIRST_FIT, how often a waiting entry may be passed over (0 to 1000).",
+    )
 
 
 @strawberry.input(description="What updateSlot changes; a term left out (or null) stays as it is.")

@@ -28,6 +28,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from slotengine.domain import policy
 from slotengine.domain.errors import ValidationError
+from slotengine.domain.fill_policy import (
+    DEFAULT_FILL_POLICY,
+    DEFAULT_MAX_PASS_OVERS,
+    FillPolicy,
+    validate_max_pass_overs,
+)
 
 MAX_SLOTS_PER_CALL = 2_000
 MAX_DAYS = 366
@@ -67,6 +73,8 @@ class RecurrencePattern:
     hold_seconds: int = policy.DEFAULT_HOLD_SECONDS
     max_extensions: int = policy.DEFAULT_MAX_EXTENSIONS
     max_hold_seconds: int | None = None
+    fill_policy: FillPolicy = DEFAULT_FILL_POLICY
+    max_pass_overs: int = DEFAULT_MAX_PASS_OVERS
 
     @property
     def step_minutes(self) -> int:
@@ -132,6 +140,7 @@ def validate_pattern(pattern: RecurrencePattern) -> ZoneInfo:
         raise ValidationError("everyMinutes", f"must be between 1 and {MINUTES_PER_DAY}")
     policy.validate_terms(pattern.capacity, pattern.hold_seconds)
     policy.validate_extension_terms(pattern.hold_seconds, pattern.max_extensions, pattern.max_hold_seconds)
+    validate_max_pass_overs(pattern.max_pass_overs)
     return zone
 
 

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 _INSERT_SLOTS = (
     "INSERT INTO slots (id, resource, starts_at, ends_at, capacity, hold_seconds, max_extensions,"
-    " max_hold_seconds)"
-    " SELECT id, $1, starts_at, ends_at, $2, $3, $7, $8"
+    " max_hold_seconds, fill_policy, max_pass_overs)"
+    " SELECT id, $1, starts_at, ends_at, $2, $3, $7, $8, $9, $10"
     " FROM unnest($4::uuid[], $5::timestamptz[], $6::timestamptz[]) AS t (id, starts_at, ends_at)"
 )
 
@@ -46,6 +46,8 @@ async def create_slots(
                     [t.ends_at for t in times],
                     pattern.max_extensions,
                     pattern.max_hold_seconds,
+                    pattern.fill_policy.value,
+                    pattern.max_pass_overs,
                 ],
             )
             # Mirrored before commit: until then nobody can see these slots, so no reservation can
@@ -71,6 +73,8 @@ async def create_slots(
             queue_length=0,
             max_extensions=pattern.max_extensions,
             max_hold_seconds=pattern.max_hold_seconds,
+            fill_policy=pattern.fill_policy,
+            max_pass_overs=pattern.max_pass_overs,
         )
         for slot_id, t in zip(ids, times, strict=True)
     ]
