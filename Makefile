@@ -38,12 +38,15 @@ run: install
 
 # Line coverage of src/ is measured in the test process (the engine processes that e2e tests
 # start run unmeasured, so that their timings stay those of production). Tests marked no_cover
-# run in a second, unmeasured session: one fails under coverage's tracer (its setup races its own
-# holds' expiry), and the CPU-bound ones in process (the model test, the fuzz, the 1,000-way races)
-# take twice as long under it; the rest of the suite covers their code.
+# (the CPU-bound ones in process: the model test, the fuzz, the 1,000-way races) take twice as
+# long under coverage's tracer and run in a second, unmeasured session; the rest of the suite
+# covers their code. Both run on two pytest-xdist workers, each with throwaway servers of its own:
+# most tests wait on I/O or on other processes, so two at once use the machine's second core.
+# Tests marked alone (Redis killed under load, with lateness targets) run last, by themselves.
 test: install
-	$(BIN)/python -m pytest -m "not no_cover" --cov=slotengine --cov-report=term
-	$(BIN)/python -m pytest -m no_cover
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not no_cover and not alone" --cov=slotengine --cov-report=term
+	$(BIN)/python -m pytest -n 2 --dist load -m "no_cover and not alone"
+	$(BIN)/python -m pytest -m alone
 
 lint: install
 	$(BIN)/ruff check src workers tests

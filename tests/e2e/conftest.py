@@ -149,9 +149,11 @@ async def gql(app: Starlette) -> AsyncIterator[GraphQL]:
         yield GraphQL(http)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def workers(settings: Settings, engine: Engine) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
-    """A worker and a scheduler, real processes, for the rest of the session."""
+    """A worker and a scheduler, real processes, for the tests of one module: they expire and
+    promote whatever the suite's database holds, so tests elsewhere that drive expiry themselves
+    (tests/integration, in whatever order or process pytest-xdist runs them) never meet them."""
     async with running_workers(settings, engine.redis) as running:
         yield running
 
