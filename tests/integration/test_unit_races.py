@@ -54,6 +54,10 @@ class Burst:
     failures: list[str] = field(default_factory=list)
     actions: Counter[str] = field(default_factory=Counter)
     busy: set[str] = field(default_factory=set)  # bookings someone is acting on right now
+    # Acts finished so far, and when each booking's last act finished (in that count): a read of
+    # the slot that began before a booking's act finished may show the state the act replaced.
+    finished: int = 0
+    finished_at: dict[str, int] = field(default_factory=dict)
     acting: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def reserve(self, index: int) -> None:
@@ -85,18 +89,23 @@ class Burst:
         except DomainError as refusal:
             self.failures.append(f"{steps} of {booking_id}: {refusal!r}")
         finally:
+            self.finished += 1
+            self.finished_at[booking_id] = self.finished
             self.busy.discard(booking_id)
 
     async def churn(self, reserving: asyncio.Future[Any]) -> None:
         """Confirm and cancel occupying bookings while the burst goes on, and after it until
         FREED held or confirmed bookings were cancelled: units keep freeing for the queue."""
         while not reserving.done() or self.actions["cancel"] < FREED:
+            read_at = self.finished
             rows = await sql(
                 "SELECT id, holder, state FROM bookings WHERE slot_id = $1 AND unit IS NOT NULL",
                 UUID(self.slot_id),
             )
             launched = len(self.acting)
             for row in rows:
+                if self.finished_at.get(str(row["id"]), 0) > read_at:
+                    continue  # acted on while the read ran: its state here may be stale
                 if row["state"] == "RESERVED":
                     steps = self.rng.choice([["cancel"], ["confirm", "cancel"], ["confirm"]])
                     self.start(str(row["id"]), row["holder"], steps)
