@@ -131,6 +131,20 @@ async def test_strict_fifo_a_party_at_the_head_blocks_a_single_behind_it(engine:
     assert await _state(single.id) == S.RESERVED  # the third unit, after the party took two
 
 
+async def test_strict_fifo_a_blocking_party_leaving_the_queue_lets_the_next_one_in(engine: Engine) -> None:
+    slot_id = await _slot(engine, 3)
+    await reserve_slot(engine, Caller("sl-a"), slot_id, "k")
+    party = await reserve_slot(engine, Caller("sl-party"), slot_id, "k", units=3)
+    single = await reserve_slot(engine, Caller("sl-single"), slot_id, "k")
+    assert party.state is S.PENDING and single.state is S.PENDING  # two units free, the head needs three
+
+    await cancel_booking(engine, Caller("sl-party"), party.id, None)
+
+    # The head left: the single behind it fits in a free unit, in the same transaction.
+    assert await _state(single.id) == S.RESERVED
+    assert await events_of(single.id) == ["queue", "promote"]
+
+
 async def test_first_fit_a_single_takes_the_unit_a_party_at_the_head_cannot_use(engine: Engine) -> None:
     slot_id = await _slot(engine, 3, FillPolicy.FIRST_FIT)
     await reserve_slot(engine, Caller("ff-a"), slot_id, "k", units=2)

@@ -81,11 +81,13 @@ async def change_batch(
             done.sort(key=lambda p: BookingState(p.row["state"]) is not BookingState.PENDING)
             entries: list[AuditEntry] = []
             for p in done:
-                freed = _follow(tx, p)
+                moved = _follow(tx, p)
                 rows[p.row["id"]] = outcomes[p.index] = written[p.row["id"]]
                 entries.append(_audit(p))
-                if freed and tx.waiting:
-                    # The freed unit goes to the head of the queue at once, as a lone cancel's.
+                if moved and tx.waiting:
+                    # A freed unit goes to the head of the queue at once, as a lone cancel's; and
+                    # a head that left may have been what kept free units from those behind it
+                    # (a party under STRICT_FIFO, or one passed over its bound under FIRST_FIT).
                     await tx.record_many(entries)
                     entries = []
                     await promote(tx)
@@ -131,12 +133,14 @@ def _decide(request: ChangeRequest, row: dict[str, Any]) -> BookingState:
 
 
 def _follow(tx: SlotTransaction, planned: _Planned) -> bool:
-    """Keep the transaction's snapshot true after one change; True when it freed a unit."""
+    """Keep the transaction's snapshot true after one change; True when it freed a unit or left
+    the queue (either may let the queue move: see promote)."""
     booking_id, row = planned.row["id"], planned.row
     if BookingState(row["state"]) is BookingState.PENDING:
         # Its place when it left comes from the mirror at commit (see SlotTransaction.finish).
         tx.queue_seqs[str(booking_id)] = int(row["queue_seq"])
         tx.waiting -= 1
+        return True
     if planned.to_state not in OCCUPYING_STATES and row["unit"] is not None:
         tx.unit_released(row["unit"], row["extra_units"])
         return True
