@@ -14,9 +14,7 @@ CREATE TABLE booking_groups (
     expires_at       timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (holder, idempotency_key),
-    -- A held group always knows when it lapses (its one expiry timer is set from it).
-    CHECK (state <> 'RESERVED' OR expires_at IS NOT NULL)
+    UNIQUE (holder, idempotency_key)
 );
 CREATE INDEX booking_groups_holds ON booking_groups (expires_at) WHERE state = 'RESERVED';
 
